@@ -1,0 +1,119 @@
+// Move-only RAII buffers on host or device, and non-owning matrix views into them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "engine/device.h"
+#include "engine/error.h"
+
+namespace mirad {
+
+namespace mem {
+void* allocate(std::size_t bytes, Device d);
+void release(void* p, Device d) noexcept;
+// Copies bytes between any two devices; CUDA copies are async on the stream.
+void copy(void* dst, Device dst_dev, const void* src, Device src_dev, std::size_t bytes,
+          Stream stream);
+void zero(void* p, Device d, std::size_t bytes, Stream stream);
+void synchronize(Stream stream);
+}  // namespace mem
+
+// Owns n elements of T on one device. Copying is deleted ("prevent performance accidents");
+// use copy_from() to spell a copy out.
+template <typename T>
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(std::size_t n, Device d) : m_size(n), m_device(d) {
+    if (n) m_data = static_cast<T*>(mem::allocate(n * sizeof(T), d));
+  }
+  ~Buffer() { mem::release(m_data, m_device); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  Buffer(Buffer&& o) noexcept { swap(o); }
+  Buffer& operator=(Buffer&& o) noexcept {
+    if (this != &o) {
+      Buffer tmp(std::move(o));
+      swap(tmp);
+    }
+    return *this;
+  }
+  void swap(Buffer& o) noexcept {
+    std::swap(m_data, o.m_data);
+    std::swap(m_size, o.m_size);
+    std::swap(m_device, o.m_device);
+  }
+
+  T* data() { return m_data; }
+  const T* data() const { return m_data; }
+  std::size_t size() const { return m_size; }
+  std::size_t bytes() const { return m_size * sizeof(T); }
+  Device device() const { return m_device; }
+  bool empty() const { return m_size == 0; }
+
+  // Grows (never shrinks) to at least n elements; contents are not kept.
+  void reserve_discard(std::size_t n) {
+    if (n > m_size) *this = Buffer(n, m_device);
+  }
+  void copy_from(const T* src, Device src_dev, std::size_t n, Stream s = {}) {
+    CHECK_THROW(n <= m_size);
+    mem::copy(m_data, m_device, src, src_dev, n * sizeof(T), s);
+  }
+  void copy_from(const Buffer& o, Stream s = {}) {
+    CHECK_THROW(o.size() == m_size);
+    copy_from(o.data(), o.device(), o.size(), s);
+  }
+  void zero(Stream s = {}) { mem::zero(m_data, m_device, bytes(), s); }
+  std::vector<T> to_host(Stream s = {}) const {
+    std::vector<T> h(m_size);
+    mem::copy(h.data(), Device::cpu, m_data, m_device, bytes(), s);
+    mem::synchronize(s);
+    return h;
+  }
+  static Buffer from_host(const std::vector<T>& h, Device d, Stream s = {}) {
+    Buffer b(h.size(), d);
+    b.copy_from(h.data(), Device::cpu, h.size(), s);
+    mem::synchronize(s);
+    return b;
+  }
+
+ private:
+  T* m_data = nullptr;
+  std::size_t m_size = 0;
+  Device m_device = Device::cpu;
+};
+
+// A row-major matrix view: rows x cols with leading dimension ld (>= cols).
+template <typename T>
+struct MatrixView {
+  T* data = nullptr;
+  int64_t rows = 0, cols = 0, ld = 0;
+  Device device = Device::cpu;
+
+  MatrixView() = default;
+  MatrixView(T* p, int64_t r, int64_t c, Device d = Device::cpu, int64_t ld_ = -1)
+      : data(p), rows(r), cols(c), ld(ld_ < 0 ? c : ld_), device(d) {}
+  // Implicit const-ification, as with pointers.
+  operator MatrixView<const T>() const { return {data, rows, cols, device, ld}; }
+  T* row(int64_t i) const { return data + i * ld; }
+  // Columns [c0, c0+n) of every row, sharing storage.
+  MatrixView col_slice(int64_t c0, int64_t n) const { return {data + c0, rows, n, device, ld}; }
+  bool contiguous() const { return ld == cols; }
+  int64_t numel() const { return rows * cols; }
+};
+
+template <typename T>
+MatrixView<T> view(Buffer<T>& b, int64_t rows, int64_t cols) {
+  CHECK_THROW(static_cast<std::size_t>(rows * cols) <= b.size());
+  return {b.data(), rows, cols, b.device()};
+}
+template <typename T>
+MatrixView<const T> view(const Buffer<T>& b, int64_t rows, int64_t cols) {
+  CHECK_THROW(static_cast<std::size_t>(rows * cols) <= b.size());
+  return {b.data(), rows, cols, b.device()};
+}
+
+}  // namespace mirad

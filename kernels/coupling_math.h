@@ -1,0 +1,103 @@
+// Per-element math of the affine coupling, ActNorm and their first and second derivatives.
+// Shared verbatim by the CPU reference (kernels/flow_ops_cpu.h) and the CUDA kernels, so the
+// two backends cannot drift apart in the formulas, only in summation order.
+#pragma once
+
+#include <cmath>
+
+#include "kernels/hd.h"
+
+namespace mirad::math {
+
+// Soft clamp s = a*tanh(u/a): keeps exp(s) bounded while staying smooth (CFlow/FrEIA).
+template <typename T>
+MIRAD_HD T soft_clamp(T u, T a) {
+  return a * tanh(u / a);
+}
+// ds/du = 1 - tanh^2(u/a) = 1 - (s/a)^2, written in terms of s so u need not be stored.
+template <typename T>
+MIRAD_HD T soft_clamp_grad(T s, T a) {
+  T q = s / a;
+  return T(1) - q * q;
+}
+// d^2s/du^2 = -2 (s/a^2) ds/du, again in terms of s.
+template <typename T>
+MIRAD_HD T soft_clamp_curv(T s, T a) {
+  return T(-2) * s / (a * a) * soft_clamp_grad(s, a);
+}
+
+// Forward of one coupled element: y2 = x2*exp(s) + t.
+template <typename T>
+MIRAD_HD T coupling_y(T x2, T s, T t) {
+  return x2 * exp(s) + t;
+}
+// Inverse: x2 = (y2 - t)*exp(-s).
+template <typename T>
+MIRAD_HD T coupling_x(T y2, T s, T t) {
+  return (y2 - t) * exp(-s);
+}
+
+// Reverse mode of one coupled element. The loss holds -(1/N)*sum(s) from log|det J|, hence
+// the -inv_n in dL/ds. Outputs: dL/du (through the clamp), dL/dt and dL/dx2.
+template <typename T>
+struct CouplingGrad {
+  T g_u, g_t, g_x2;
+};
+template <typename T>
+MIRAD_HD CouplingGrad<T> coupling_grad(T g_y2, T x2, T s, T a, T inv_n) {
+  T e = exp(s);
+  T g_s = g_y2 * x2 * e - inv_n;
+  return {g_s * soft_clamp_grad(s, a), g_y2, g_y2 * e};
+}
+
+// Forward-mode tangent (R-operator) of one coupled element, given tangents of u, t and x2.
+template <typename T>
+struct CouplingTangent {
+  T s_dot, y2_dot;
+};
+template <typename T>
+MIRAD_HD CouplingTangent<T> coupling_tangent(T x2, T s, T a, T u_dot, T t_dot, T x2_dot) {
+  T s_dot = u_dot * soft_clamp_grad(s, a);
+  return {s_dot, (x2_dot + x2 * s_dot) * exp(s) + t_dot};
+}
+
+// Tangent of the reverse pass (forward-over-reverse): R{dL/du}, R{dL/dt}, R{dL/dx2}, plus the
+// plain gradients, from g_y2, its tangent, and the primal and tangent of x2 and s.
+template <typename T>
+struct CouplingGradHvp {
+  CouplingGrad<T> g;
+  CouplingGrad<T> g_dot;
+};
+template <typename T>
+MIRAD_HD CouplingGradHvp<T> coupling_grad_hvp(T g_y2, T g_y2_dot, T x2, T x2_dot, T s, T s_dot,
+                                              T a, T inv_n) {
+  T e = exp(s);
+  T g_s = g_y2 * x2 * e - inv_n;
+  T g_s_dot = (g_y2_dot * x2 + g_y2 * x2_dot + g_y2 * x2 * s_dot) * e;
+  T dsdu = soft_clamp_grad(s, a);
+  CouplingGradHvp<T> r;
+  r.g = {g_s * dsdu, g_y2, g_y2 * e};
+  // d/de of dsdu along the tangent: curvature times u_dot, and u_dot = s_dot / dsdu.
+  T q = s / a;
+  T dsdu_dot = T(-2) * q / a * s_dot;
+  r.g_dot = {g_s_dot * dsdu + g_s * dsdu_dot, g_y2_dot, (g_y2_dot + g_y2 * s_dot) * e};
+  return r;
+}
+
+// ActNorm element: z = y*exp(ls) + b.
+template <typename T>
+MIRAD_HD T actnorm_z(T y, T ls, T b) {
+  return y * exp(ls) + b;
+}
+template <typename T>
+MIRAD_HD T actnorm_y(T z, T ls, T b) {
+  return (z - b) * exp(-ls);
+}
+
+// 0.5*log(2*pi), the per-dimension constant of the standard normal NLL.
+template <typename T>
+MIRAD_HD T half_log_2pi() {
+  return T(0.91893853320467274178032973640562);
+}
+
+}  // namespace mirad::math

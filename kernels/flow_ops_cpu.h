@@ -1,0 +1,212 @@
+// CPU reference of every primitive the coupling flow is built from (float and double).
+// Plain loops over rows, OpenBLAS for GEMM. kernels/flow_ops_cuda.h mirrors this interface
+// method for method; tests/test_cuda_flow_ops.cpp compares the two.
+#pragma once
+
+#include <cblas.h>
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "engine/device.h"
+#include "kernels/coupling_math.h"
+
+namespace mirad {
+
+template <typename T>
+struct CpuFlowOps {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
+  using Scalar = T;
+  static constexpr Device device = Device::cpu;
+  Stream stream{};
+
+  // Row-major C[M,N] = alpha*op(A)*op(B) + beta*C, op(A) is M x K and op(B) is K x N.
+  void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+            int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) const {
+    if (M == 0 || N == 0) return;
+    auto ta = trans_a ? CblasTrans : CblasNoTrans;
+    auto tb = trans_b ? CblasTrans : CblasNoTrans;
+    if constexpr (std::is_same_v<T, float>)
+      cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else
+      cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+
+  // dst[n, i] = src[n, idx[i]] for i < n_out: applies the fixed permutation of a block.
+  void gather_cols(int64_t N, int64_t n_out, const int32_t* idx, const T* src, int64_t lds,
+                   T* dst, int64_t ldd) const {
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t i = 0; i < n_out; ++i) dst[n * ldd + i] = src[n * lds + idx[i]];
+  }
+
+  // dst[n, :] = b: seeds a GEMM output with its bias so the GEMM can accumulate (beta = 1).
+  void broadcast_rows(int64_t N, int64_t W, const T* b, T* dst, int64_t ldd) const {
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < W; ++j) dst[n * ldd + j] = b[j];
+  }
+
+  void relu(int64_t n, const T* a, T* r) const {
+    for (int64_t i = 0; i < n; ++i) r[i] = a[i] > T(0) ? a[i] : T(0);
+  }
+
+  // out = in where a > 0, else 0: ReLU's Jacobian, used for gradients and tangents alike.
+  void relu_mask(int64_t n, const T* a, const T* in, T* out) const {
+    for (int64_t i = 0; i < n; ++i) out[i] = a[i] > T(0) ? in[i] : T(0);
+  }
+
+  // dst[j] = beta*dst[j] + sum_n src[n, j]: bias gradients.
+  void col_sum(int64_t N, int64_t W, const T* src, int64_t lds, T beta, T* dst) const {
+    for (int64_t j = 0; j < W; ++j) dst[j] = beta == T(0) ? T(0) : beta * dst[j];
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < W; ++j) dst[j] += src[n * lds + j];
+  }
+
+  // o = [u | t] (N x 2*d2): s = clamp(u), y2 = x2*exp(s) + t, log_det[n] += sum_j s.
+  void coupling_forward(int64_t N, int64_t d2, T clamp, const T* o, const T* x2, int64_t ldx,
+                        T* y2, int64_t ldy, T* s, T* log_det) const {
+    for (int64_t n = 0; n < N; ++n) {
+      const T* u = o + n * 2 * d2;
+      const T* t = u + d2;
+      T acc = 0;
+      for (int64_t j = 0; j < d2; ++j) {
+        T sj = math::soft_clamp(u[j], clamp);
+        s[n * d2 + j] = sj;
+        y2[n * ldy + j] = math::coupling_y(x2[n * ldx + j], sj, t[j]);
+        acc += sj;
+      }
+      log_det[n] += acc;
+    }
+  }
+
+  void coupling_inverse(int64_t N, int64_t d2, T clamp, const T* o, const T* y2, int64_t ldy,
+                        T* x2, int64_t ldx) const {
+    for (int64_t n = 0; n < N; ++n) {
+      const T* u = o + n * 2 * d2;
+      const T* t = u + d2;
+      for (int64_t j = 0; j < d2; ++j)
+        x2[n * ldx + j] = math::coupling_x(y2[n * ldy + j], math::soft_clamp(u[j], clamp), t[j]);
+    }
+  }
+
+  // g2 holds dL/dy2 on entry and dL/dx2 on exit (same layout); g_o = [dL/du | dL/dt].
+  void coupling_backward(int64_t N, int64_t d2, T clamp, T inv_n, const T* x2, int64_t ldx,
+                         const T* s, T* g2, int64_t ldg, T* g_o) const {
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < d2; ++j) {
+        auto g = math::coupling_grad(g2[n * ldg + j], x2[n * ldx + j], s[n * d2 + j], clamp,
+                                     inv_n);
+        g_o[n * 2 * d2 + j] = g.g_u;
+        g_o[n * 2 * d2 + d2 + j] = g.g_t;
+        g2[n * ldg + j] = g.g_x2;
+      }
+  }
+
+  // Tangent of coupling_forward: o_dot = [u_dot | t_dot] -> s_dot (N x d2) and y2_dot.
+  void coupling_tangent(int64_t N, int64_t d2, T clamp, const T* x2, int64_t ldx, const T* s,
+                        const T* x2_dot, int64_t ldxd, const T* o_dot, T* y2_dot, int64_t ldyd,
+                        T* s_dot) const {
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < d2; ++j) {
+        auto r = math::coupling_tangent(x2[n * ldx + j], s[n * d2 + j], clamp,
+                                        o_dot[n * 2 * d2 + j], o_dot[n * 2 * d2 + d2 + j],
+                                        x2_dot[n * ldxd + j]);
+        s_dot[n * d2 + j] = r.s_dot;
+        y2_dot[n * ldyd + j] = r.y2_dot;
+      }
+  }
+
+  // coupling_backward and its tangent in one pass; g2 and g2_dot are updated in place.
+  void coupling_backward_hvp(int64_t N, int64_t d2, T clamp, T inv_n, const T* x2, int64_t ldx,
+                             const T* s, const T* x2_dot, int64_t ldxd, const T* s_dot, T* g2,
+                             T* g2_dot, int64_t ldg, T* g_o, T* g_o_dot) const {
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < d2; ++j) {
+        auto r = math::coupling_grad_hvp(g2[n * ldg + j], g2_dot[n * ldg + j], x2[n * ldx + j],
+                                         x2_dot[n * ldxd + j], s[n * d2 + j], s_dot[n * d2 + j],
+                                         clamp, inv_n);
+        g_o[n * 2 * d2 + j] = r.g.g_u;
+        g_o[n * 2 * d2 + d2 + j] = r.g.g_t;
+        g2[n * ldg + j] = r.g.g_x2;
+        g_o_dot[n * 2 * d2 + j] = r.g_dot.g_u;
+        g_o_dot[n * 2 * d2 + d2 + j] = r.g_dot.g_t;
+        g2_dot[n * ldg + j] = r.g_dot.g_x2;
+      }
+  }
+
+  // ActNorm z = y*exp(ls) + b (all N x D contiguous).
+  void actnorm_forward(int64_t N, int64_t D, const T* ls, const T* b, const T* y, T* z) const {
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < D; ++j) z[n * D + j] = math::actnorm_z(y[n * D + j], ls[j], b[j]);
+  }
+  void actnorm_inverse(int64_t N, int64_t D, const T* ls, const T* b, const T* z, T* y) const {
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < D; ++j) y[n * D + j] = math::actnorm_y(z[n * D + j], ls[j], b[j]);
+  }
+
+  // nll[n] = 0.5*|z_n|^2 - log_det[n] - sum_j ls_j + D*0.5*log(2*pi).
+  void nll_rows(int64_t N, int64_t D, const T* z, const T* log_det, const T* ls, T* nll) const {
+    T sum_ls = 0;
+    for (int64_t j = 0; j < D; ++j) sum_ls += ls[j];
+    for (int64_t n = 0; n < N; ++n) {
+      T sq = 0;
+      for (int64_t j = 0; j < D; ++j) sq += z[n * D + j] * z[n * D + j];
+      nll[n] = T(0.5) * sq - log_det[n] - sum_ls + T(D) * math::half_log_2pi<T>();
+    }
+  }
+
+  // Reverse of ActNorm + NLL for L = mean_n nll: dL/dz = z/N, so
+  // g_y = (z/N)*exp(ls), g_ls_j = sum_n (z/N)*(z - b) - 1, g_b_j = sum_n z/N.
+  void actnorm_backward(int64_t N, int64_t D, T inv_n, const T* ls, const T* b, const T* z,
+                        T* g_y, T* g_ls, T* g_b) const {
+    for (int64_t j = 0; j < D; ++j) g_ls[j] = T(-1), g_b[j] = T(0);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < D; ++j) {
+        T gz = z[n * D + j] * inv_n;
+        g_y[n * D + j] = gz * exp(ls[j]);
+        g_ls[j] += gz * (z[n * D + j] - b[j]);
+        g_b[j] += gz;
+      }
+  }
+
+  // Tangent of ActNorm: z_dot = (y_dot + y*ls_dot)*exp(ls) + b_dot.
+  void actnorm_tangent(int64_t N, int64_t D, const T* ls, const T* ls_dot, const T* b_dot,
+                       const T* y, const T* y_dot, T* z_dot) const {
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < D; ++j)
+        z_dot[n * D + j] =
+            (y_dot[n * D + j] + y[n * D + j] * ls_dot[j]) * exp(ls[j]) + b_dot[j];
+  }
+
+  // actnorm_backward and its tangent: also g_y_dot, hv_ls = R{g_ls}, hv_b = R{g_b}.
+  void actnorm_backward_hvp(int64_t N, int64_t D, T inv_n, const T* ls, const T* b,
+                            const T* ls_dot, const T* b_dot, const T* z, const T* z_dot, T* g_y,
+                            T* g_y_dot, T* g_ls, T* g_b, T* hv_ls, T* hv_b) const {
+    for (int64_t j = 0; j < D; ++j) g_ls[j] = T(-1), g_b[j] = hv_ls[j] = hv_b[j] = T(0);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < D; ++j) {
+        T e = exp(ls[j]);
+        T zj = z[n * D + j], zd = z_dot[n * D + j];
+        T gz = zj * inv_n, gzd = zd * inv_n;
+        g_y[n * D + j] = gz * e;
+        g_y_dot[n * D + j] = (gzd + gz * ls_dot[j]) * e;
+        g_ls[j] += gz * (zj - b[j]);
+        g_b[j] += gz;
+        hv_ls[j] += gzd * (zj - b[j]) + gz * (zd - b_dot[j]);
+        hv_b[j] += gzd;
+      }
+  }
+
+  // flags[n] = 1 when row n holds a NaN or Inf.
+  void nonfinite_rows(int64_t N, int64_t D, const T* x, int64_t ldx, uint8_t* flags) const {
+    for (int64_t n = 0; n < N; ++n) {
+      uint8_t bad = 0;
+      for (int64_t j = 0; j < D; ++j) bad |= !std::isfinite(x[n * ldx + j]);
+      flags[n] = bad;
+    }
+  }
+
+  void synchronize() const {}
+};
+
+}  // namespace mirad
