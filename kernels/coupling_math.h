@@ -9,10 +9,17 @@
 
 namespace mirad::math {
 
+// Explicit float/double overloads: unqualified exp() on the host would silently promote a
+// float argument to the double C function, so the float CPU reference would not be float math.
+MIRAD_HD float exp_(float x) { return expf(x); }
+MIRAD_HD double exp_(double x) { return exp(x); }
+MIRAD_HD float tanh_(float x) { return tanhf(x); }
+MIRAD_HD double tanh_(double x) { return tanh(x); }
+
 // Soft clamp s = a*tanh(u/a): keeps exp(s) bounded while staying smooth (CFlow/FrEIA).
 template <typename T>
 MIRAD_HD T soft_clamp(T u, T a) {
-  return a * tanh(u / a);
+  return a * tanh_(u / a);
 }
 // ds/du = 1 - tanh^2(u/a) = 1 - (s/a)^2, written in terms of s so u need not be stored.
 template <typename T>
@@ -29,12 +36,12 @@ MIRAD_HD T soft_clamp_curv(T s, T a) {
 // Forward of one coupled element: y2 = x2*exp(s) + t.
 template <typename T>
 MIRAD_HD T coupling_y(T x2, T s, T t) {
-  return x2 * exp(s) + t;
+  return x2 * exp_(s) + t;
 }
 // Inverse: x2 = (y2 - t)*exp(-s).
 template <typename T>
 MIRAD_HD T coupling_x(T y2, T s, T t) {
-  return (y2 - t) * exp(-s);
+  return (y2 - t) * exp_(-s);
 }
 
 // Reverse mode of one coupled element. The loss holds -(1/N)*sum(s) from log|det J|, hence
@@ -45,7 +52,7 @@ struct CouplingGrad {
 };
 template <typename T>
 MIRAD_HD CouplingGrad<T> coupling_grad(T g_y2, T x2, T s, T a, T inv_n) {
-  T e = exp(s);
+  T e = exp_(s);
   T g_s = g_y2 * x2 * e - inv_n;
   return {g_s * soft_clamp_grad(s, a), g_y2, g_y2 * e};
 }
@@ -58,7 +65,7 @@ struct CouplingTangent {
 template <typename T>
 MIRAD_HD CouplingTangent<T> coupling_tangent(T x2, T s, T a, T u_dot, T t_dot, T x2_dot) {
   T s_dot = u_dot * soft_clamp_grad(s, a);
-  return {s_dot, (x2_dot + x2 * s_dot) * exp(s) + t_dot};
+  return {s_dot, (x2_dot + x2 * s_dot) * exp_(s) + t_dot};
 }
 
 // Tangent of the reverse pass (forward-over-reverse): R{dL/du}, R{dL/dt}, R{dL/dx2}, plus the
@@ -71,7 +78,7 @@ struct CouplingGradHvp {
 template <typename T>
 MIRAD_HD CouplingGradHvp<T> coupling_grad_hvp(T g_y2, T g_y2_dot, T x2, T x2_dot, T s, T s_dot,
                                               T a, T inv_n) {
-  T e = exp(s);
+  T e = exp_(s);
   T g_s = g_y2 * x2 * e - inv_n;
   T g_s_dot = (g_y2_dot * x2 + g_y2 * x2_dot + g_y2 * x2 * s_dot) * e;
   T dsdu = soft_clamp_grad(s, a);
@@ -87,11 +94,11 @@ MIRAD_HD CouplingGradHvp<T> coupling_grad_hvp(T g_y2, T g_y2_dot, T x2, T x2_dot
 // ActNorm element: z = y*exp(ls) + b.
 template <typename T>
 MIRAD_HD T actnorm_z(T y, T ls, T b) {
-  return y * exp(ls) + b;
+  return y * exp_(ls) + b;
 }
 template <typename T>
 MIRAD_HD T actnorm_y(T z, T ls, T b) {
-  return (z - b) * exp(-ls);
+  return (z - b) * exp_(-ls);
 }
 
 // 0.5*log(2*pi), the per-dimension constant of the standard normal NLL.

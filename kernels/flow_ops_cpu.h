@@ -163,7 +163,7 @@ struct CpuFlowOps {
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < D; ++j) {
         T gz = z[n * D + j] * inv_n;
-        g_y[n * D + j] = gz * exp(ls[j]);
+        g_y[n * D + j] = gz * math::exp_(ls[j]);
         g_ls[j] += gz * (z[n * D + j] - b[j]);
         g_b[j] += gz;
       }
@@ -175,7 +175,7 @@ struct CpuFlowOps {
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < D; ++j)
         z_dot[n * D + j] =
-            (y_dot[n * D + j] + y[n * D + j] * ls_dot[j]) * exp(ls[j]) + b_dot[j];
+            (y_dot[n * D + j] + y[n * D + j] * ls_dot[j]) * math::exp_(ls[j]) + b_dot[j];
   }
 
   // actnorm_backward and its tangent: also g_y_dot, hv_ls = R{g_ls}, hv_b = R{g_b}.
@@ -185,7 +185,7 @@ struct CpuFlowOps {
     for (int64_t j = 0; j < D; ++j) g_ls[j] = T(-1), g_b[j] = hv_ls[j] = hv_b[j] = T(0);
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < D; ++j) {
-        T e = exp(ls[j]);
+        T e = math::exp_(ls[j]);
         T zj = z[n * D + j], zd = z_dot[n * D + j];
         T gz = zj * inv_n, gzd = zd * inv_n;
         g_y[n * D + j] = gz * e;

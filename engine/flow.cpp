@@ -1,0 +1,312 @@
+// CouplingFlow: validation, permutations, initialisation and backend dispatch.
+#include "engine/flow.h"
+
+#include <cmath>
+#include <random>
+
+#include "engine/error.h"
+#include "engine/flow_core.h"
+#include "kernels/flow_ops_cpu.h"
+#ifdef MIRAD_HAVE_CUDA
+#include "kernels/flow_ops_cuda.h"
+#endif
+
+namespace mirad {
+
+// Type-erased FlowCore so the facade can hold any backend.
+template <typename T>
+class FlowImpl {
+ public:
+  virtual ~FlowImpl() = default;
+  virtual void forward(const T* p, const T* x, const T* c, int64_t N, T* z) = 0;
+  virtual void inverse(const T* p, const T* z, const T* c, int64_t N, T* x) = 0;
+  virtual void backward(const T* p, const T* c, T* g, T* gx) = 0;
+  virtual void hvp(const T* p, const T* c, const T* v, T* g, T* hv) = 0;
+  // Indices of rows of x (N x D, ld) holding NaN or Inf.
+  virtual std::vector<int64_t> nonfinite_rows(const T* x, int64_t N, int64_t D) = 0;
+  virtual const T* nll() const = 0;
+  virtual const T* last_block_output() const = 0;
+  virtual void synchronize() = 0;
+};
+
+template <typename T, class Ops>
+class FlowImplT final : public FlowImpl<T> {
+ public:
+  FlowImplT(const FlowConfig& cfg, Stream stream, const std::vector<int32_t>& perm,
+            const std::vector<int32_t>& inv_perm)
+      : m_ops(make_ops(stream)),
+        m_perm(Buffer<int32_t>::from_host(perm, Ops::device, stream)),
+        m_inv_perm(Buffer<int32_t>::from_host(inv_perm, Ops::device, stream)),
+        m_core(cfg, *m_ops, m_perm.data(), m_inv_perm.data()) {}
+
+  void forward(const T* p, const T* x, const T* c, int64_t N, T* z) override {
+    m_nll.reserve_discard(N);
+    m_core.forward(p, x, c, N, z, m_nll.data());
+  }
+  void inverse(const T* p, const T* z, const T* c, int64_t N, T* x) override {
+    m_core.inverse(p, z, c, N, x);
+  }
+  void backward(const T* p, const T* c, T* g, T* gx) override { m_core.backward(p, c, g, gx); }
+  void hvp(const T* p, const T* c, const T* v, T* g, T* hv) override {
+    m_core.hvp(p, c, v, g, hv);
+  }
+  std::vector<int64_t> nonfinite_rows(const T* x, int64_t N, int64_t D) override {
+    Buffer<uint8_t> flags(N, Ops::device);
+    m_ops->nonfinite_rows(N, D, x, D, flags.data());
+    auto h = flags.to_host(m_ops->stream);
+    std::vector<int64_t> bad;
+    for (int64_t i = 0; i < N; ++i)
+      if (h[i]) bad.push_back(i);
+    return bad;
+  }
+  const T* nll() const override { return m_nll.data(); }
+  const T* last_block_output() const override { return m_core.last_block_output(); }
+  void synchronize() override { m_ops->synchronize(); }
+
+ private:
+  static std::unique_ptr<Ops> make_ops(Stream s) {
+    if constexpr (Ops::device == Device::cpu) {
+      auto o = std::make_unique<Ops>();
+      o->stream = s;
+      return o;
+    } else {
+      return std::make_unique<Ops>(s);
+    }
+  }
+  std::unique_ptr<Ops> m_ops;
+  Buffer<int32_t> m_perm, m_inv_perm;
+  FlowCore<Ops> m_core;
+  Buffer<T> m_nll{0, Ops::device};
+};
+
+namespace {
+
+// Fisher-Yates on mt19937_64 with an explicit modulo, so saved models reproduce on any
+// standard library (std::shuffle's algorithm is implementation-defined).
+std::vector<int32_t> random_permutation(int64_t n, std::mt19937_64& rng) {
+  std::vector<int32_t> p(n);
+  for (int64_t i = 0; i < n; ++i) p[i] = static_cast<int32_t>(i);
+  for (int64_t i = n - 1; i > 0; --i) std::swap(p[i], p[rng() % static_cast<uint64_t>(i + 1)]);
+  return p;
+}
+
+double uniform_pm1(std::mt19937_64& rng) {
+  return (static_cast<double>(rng() >> 11) * 0x1.0p-53) * 2.0 - 1.0;
+}
+
+std::string list_rows(const std::vector<int64_t>& rows) {
+  std::string s;
+  for (size_t i = 0; i < rows.size() && i < 10; ++i) s += (i ? ", " : "") + std::to_string(rows[i]);
+  if (rows.size() > 10) s += fmt::format(", ... ({} in all)", rows.size());
+  return s;
+}
+
+}  // namespace
+
+template <typename T>
+CouplingFlow<T>::CouplingFlow(const FlowConfig& cfg, Device device, Stream stream)
+    : m_cfg(cfg), m_layout(cfg), m_device(device), m_stream(stream) {
+  std::mt19937_64 rng(cfg.seed ^ 0x6d69726164ULL);  // "mirad": permutations get their own stream
+  std::vector<int32_t> perm, inv;
+  for (int64_t k = 0; k < cfg.n_blocks; ++k) {
+    auto p = random_permutation(cfg.dim, rng);
+    std::vector<int32_t> ip(cfg.dim);
+    for (int64_t i = 0; i < cfg.dim; ++i) ip[p[i]] = static_cast<int32_t>(i);
+    perm.insert(perm.end(), p.begin(), p.end());
+    inv.insert(inv.end(), ip.begin(), ip.end());
+    m_perm_host.push_back(std::move(p));
+  }
+  if (device == Device::cpu) {
+    m_impl = std::make_unique<FlowImplT<T, CpuFlowOps<T>>>(cfg, stream, perm, inv);
+  } else {
+#ifdef MIRAD_HAVE_CUDA
+    if constexpr (std::is_same_v<T, float>) {
+      CHECK_INPUT(cuda_available(), "flow: CUDA device requested but none is available");
+      m_impl = std::make_unique<FlowImplT<T, CudaFlowOps>>(cfg, stream, perm, inv);
+    } else {
+      throw InputError("flow: the CUDA backend is float32 only; use the CPU for float64");
+    }
+#else
+    throw InputError("flow: CUDA device requested but this build has no CUDA backend");
+#endif
+  }
+}
+
+template <typename T>
+CouplingFlow<T>::~CouplingFlow() = default;
+template <typename T>
+CouplingFlow<T>::CouplingFlow(CouplingFlow&&) noexcept = default;
+template <typename T>
+CouplingFlow<T>& CouplingFlow<T>::operator=(CouplingFlow&&) noexcept = default;
+
+template <typename T>
+Buffer<T> CouplingFlow<T>::init_params() const {
+  std::mt19937_64 rng(m_cfg.seed);
+  std::vector<T> h(m_layout.n_params, T(0));
+  const int64_t H = m_cfg.hidden_width(), fan1 = m_cfg.d1() + m_cfg.cond_dim;
+  for (const BlockOffsets& b : m_layout.blocks) {
+    const double bound1 = 1.0 / std::sqrt(double(fan1)), bound2 = 0.1 / std::sqrt(double(H));
+    for (int64_t i = 0; i < H * fan1; ++i) h[b.w1 + i] = T(bound1 * uniform_pm1(rng));
+    for (int64_t i = 0; i < 2 * m_cfg.d2() * H; ++i) h[b.w2 + i] = T(bound2 * uniform_pm1(rng));
+  }
+  return Buffer<T>::from_host(h, m_device, m_stream);
+}
+
+template <typename T>
+void CouplingFlow<T>::check_params(const Buffer<T>& p, const char* what) const {
+  CHECK_INPUT(static_cast<int64_t>(p.size()) == m_layout.n_params,
+              "flow: {} buffer has {} values, this flow (dim {}, cond_dim {}, {} blocks, "
+              "hidden {}) has {} parameters",
+              what, p.size(), m_cfg.dim, m_cfg.cond_dim, m_cfg.n_blocks, m_cfg.hidden_width(),
+              m_layout.n_params);
+  CHECK_INPUT(p.device() == m_device, "flow: {} buffer is on {}, the flow on {}", what,
+              device_name(p.device()), device_name(m_device));
+}
+
+template <typename T>
+void CouplingFlow<T>::check_rows(MatrixView<const T> m, int64_t cols, const char* what) const {
+  CHECK_INPUT(m.rows > 0, "flow: {} has zero rows", what);
+  CHECK_INPUT(m.cols == cols, "flow: {} has {} columns, expected {}", what, m.cols, cols);
+  CHECK_INPUT(m.contiguous(), "flow: {} must be contiguous (ld {} != cols {})", what, m.ld, m.cols);
+  CHECK_INPUT(m.data != nullptr, "flow: {} is null", what);
+  CHECK_INPUT(m.device == m_device, "flow: {} is on {}, the flow on {}", what,
+              device_name(m.device), device_name(m_device));
+}
+
+template <typename T>
+void CouplingFlow<T>::check_condition(MatrixView<const T> c, int64_t N) const {
+  if (m_cfg.cond_dim == 0) {
+    CHECK_INPUT(c.data == nullptr && c.cols == 0,
+                "flow: a condition was given but the flow has cond_dim 0");
+    return;
+  }
+  check_rows(c, m_cfg.cond_dim, "condition");
+  CHECK_INPUT(c.rows == N, "flow: condition has {} rows, input has {}", c.rows, N);
+}
+
+template <typename T>
+void CouplingFlow<T>::check_cached(MatrixView<const T> c) const {
+  CHECK_INPUT(m_cached_n > 0, "flow: backward()/hvp() need a preceding forward()");
+  CHECK_INPUT(c.data == m_cached_c, "flow: backward()/hvp() must get the condition of forward()");
+}
+
+template <typename T>
+double CouplingFlow<T>::forward(const Buffer<T>& params, MatrixView<const T> x,
+                                MatrixView<const T> c, MatrixView<T> z,
+                                std::vector<T>* nll_host) {
+  check_params(params, "parameter");
+  check_rows(x, m_cfg.dim, "input x");
+  const int64_t N = x.rows;
+  check_condition(c, N);
+  if (z.data) {
+    check_rows(z, m_cfg.dim, "output z");
+    CHECK_INPUT(z.rows == N, "flow: output z has {} rows, input has {}", z.rows, N);
+  }
+  m_cached_n = 0;
+  auto bad = m_impl->nonfinite_rows(x.data, N, m_cfg.dim);
+  CHECK_INPUT(bad.empty(), "flow: input x has NaN or Inf in samples {}", list_rows(bad));
+  if (m_cfg.cond_dim > 0) {
+    bad = m_impl->nonfinite_rows(c.data, N, m_cfg.cond_dim);
+    CHECK_INPUT(bad.empty(), "flow: condition has NaN or Inf in samples {}", list_rows(bad));
+  }
+  bad = m_impl->nonfinite_rows(params.data(), 1, m_layout.n_params);
+  CHECK_INPUT(bad.empty(), "flow: parameters hold NaN or Inf (diverged training?)");
+  m_impl->forward(params.data(), x.data, c.data, N, z.data);
+  std::vector<T> nll(N);
+  mem::copy(nll.data(), Device::cpu, m_impl->nll(), m_device, sizeof(T) * N, m_stream);
+  mem::synchronize(m_stream);
+  double sum = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    if (!std::isfinite(nll[i])) bad.push_back(i);
+    sum += nll[i];
+  }
+  CHECK_INPUT(bad.empty(), "flow: NLL is not finite for samples {} (input far out of range?)",
+              list_rows(bad));
+  m_cached_n = N;
+  m_cached_c = c.data;
+  if (nll_host) *nll_host = std::move(nll);
+  return sum / double(N);
+}
+
+template <typename T>
+const T* CouplingFlow<T>::nll_device() const {
+  CHECK_INPUT(m_cached_n > 0, "flow: nll_device() needs a preceding forward()");
+  return m_impl->nll();
+}
+
+template <typename T>
+void CouplingFlow<T>::inverse(const Buffer<T>& params, MatrixView<const T> z,
+                              MatrixView<const T> c, MatrixView<T> x) {
+  check_params(params, "parameter");
+  check_rows(z, m_cfg.dim, "input z");
+  check_rows(x, m_cfg.dim, "output x");
+  CHECK_INPUT(x.rows == z.rows, "flow: output x has {} rows, z has {}", x.rows, z.rows);
+  check_condition(c, z.rows);
+  auto bad = m_impl->nonfinite_rows(z.data, z.rows, m_cfg.dim);
+  CHECK_INPUT(bad.empty(), "flow: input z has NaN or Inf in samples {}", list_rows(bad));
+  m_cached_n = 0;
+  m_impl->inverse(params.data(), z.data, c.data, z.rows, x.data);
+  m_impl->synchronize();
+}
+
+template <typename T>
+void CouplingFlow<T>::backward(const Buffer<T>& params, MatrixView<const T> c, Buffer<T>& grad,
+                               MatrixView<T> grad_x) {
+  check_params(params, "parameter");
+  check_params(grad, "gradient");
+  check_cached(c);
+  if (grad_x.data) {
+    check_rows(grad_x, m_cfg.dim, "input gradient");
+    CHECK_INPUT(grad_x.rows == m_cached_n, "flow: input gradient has {} rows, forward had {}",
+                grad_x.rows, m_cached_n);
+  }
+  m_impl->backward(params.data(), c.data, grad.data(), grad_x.data);
+  m_impl->synchronize();
+}
+
+template <typename T>
+void CouplingFlow<T>::hvp(const Buffer<T>& params, MatrixView<const T> c, const Buffer<T>& v,
+                          Buffer<T>& grad, Buffer<T>& hv) {
+  check_params(params, "parameter");
+  check_params(v, "direction v");
+  check_params(grad, "gradient");
+  check_params(hv, "Hessian-vector product");
+  check_cached(c);
+  auto bad = m_impl->nonfinite_rows(v.data(), 1, m_layout.n_params);
+  CHECK_INPUT(bad.empty(), "flow: direction v holds NaN or Inf");
+  m_impl->hvp(params.data(), c.data, v.data(), grad.data(), hv.data());
+  m_impl->synchronize();
+}
+
+template <typename T>
+void CouplingFlow<T>::init_actnorm(Buffer<T>& params, MatrixView<const T> x,
+                                   MatrixView<const T> c) {
+  check_params(params, "parameter");
+  const int64_t D = m_cfg.dim;
+  auto h = params.to_host(m_stream);
+  for (int64_t j = 0; j < D; ++j) h[m_layout.log_scale + j] = T(0), h[m_layout.bias + j] = T(0);
+  params.copy_from(h.data(), Device::cpu, h.size(), m_stream);
+  forward(params, x, c);
+  const int64_t N = x.rows;
+  std::vector<T> y(N * D);
+  mem::copy(y.data(), Device::cpu, m_impl->last_block_output(), m_device, sizeof(T) * N * D,
+            m_stream);
+  mem::synchronize(m_stream);
+  for (int64_t j = 0; j < D; ++j) {
+    double mean = 0, sq = 0;
+    for (int64_t n = 0; n < N; ++n) mean += y[n * D + j];
+    mean /= N;
+    for (int64_t n = 0; n < N; ++n) sq += (y[n * D + j] - mean) * (y[n * D + j] - mean);
+    const double sd = std::sqrt(sq / N) + 1e-6;
+    h[m_layout.log_scale + j] = T(-std::log(sd));
+    h[m_layout.bias + j] = T(-mean / sd);
+  }
+  params.copy_from(h.data(), Device::cpu, h.size(), m_stream);
+  mem::synchronize(m_stream);
+  m_cached_n = 0;
+}
+
+template class CouplingFlow<float>;
+template class CouplingFlow<double>;
+
+}  // namespace mirad
