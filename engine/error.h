@@ -5,6 +5,11 @@
 #include <stdexcept>
 #include <string>
 
+// fmt 9 disables constexpr under nvcc, which breaks its compile-time format-string checks in
+// CUDA translation units; nvcc 13 handles them fine.
+#if defined(__NVCC__) && !defined(FMT_USE_CONSTEXPR)
+#define FMT_USE_CONSTEXPR 1
+#endif
 #include <fmt/format.h>
 
 namespace mirad {
