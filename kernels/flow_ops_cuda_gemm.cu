@@ -1,0 +1,113 @@
+// cuBLAS side of CudaFlowOps: the handle's lifetime (constructor/destructor), the row-major
+// GEMM, and cublas_status_string() declared in engine/cuda_error.h.
+
+// fmt 9 turns constexpr off under __NVCC__ yet keeps its consteval format-string check, which
+// then fails to compile (engine/error.h formats). g++ translation units have it on, so turning
+// it on here matches them. Belongs in cuda_error.h or CMake for every .cu; local until then.
+#ifndef FMT_USE_CONSTEXPR
+#define FMT_USE_CONSTEXPR 1
+#endif
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+
+#include "engine/cuda_error.h"
+#include "kernels/flow_ops_cuda.h"
+
+namespace mirad {
+
+const char* cublas_status_string(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS:
+      return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED:
+      return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+      return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR:
+      return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+      return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR:
+      return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_LICENSE_ERROR:
+      return "CUBLAS_STATUS_LICENSE_ERROR";
+  }
+  // A status newer than this list: cuBLAS can still name it.
+  return cublasGetStatusString(s);
+}
+
+namespace {
+
+cublasHandle_t to_cublas(void* h) {
+  return static_cast<cublasHandle_t>(h);
+}
+cudaStream_t to_cuda(Stream s) {
+  return static_cast<cudaStream_t>(s.handle);
+}
+
+}  // namespace
+
+CudaFlowOps::CudaFlowOps(Stream s) : stream(s) {
+  cublasHandle_t handle = nullptr;
+  CUBLAS_CHECK_THROW(cublasCreate(&handle));
+  // Bind to our stream and keep TF32 off, so GEMMs match the CPU within float rounding.
+  cublasStatus_t st = cublasSetStream(handle, to_cuda(stream));
+  if (st == CUBLAS_STATUS_SUCCESS) st = cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH);
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    cublasDestroy(handle);  // the constructor throws, so no destructor will run
+    CUBLAS_CHECK_THROW(st);
+  }
+  m_cublas = handle;
+}
+
+CudaFlowOps::~CudaFlowOps() {
+  if (!m_cublas) return;
+  // Destructors must not throw: report and carry on.
+  const cublasStatus_t st = cublasDestroy(to_cublas(m_cublas));
+  if (st != CUBLAS_STATUS_SUCCESS)
+    std::fprintf(stderr, "%s:%d cublasDestroy failed: %s\n", __FILE__, __LINE__,
+                 cublas_status_string(st));
+}
+
+// Row-major C = alpha*op(A)*op(B) + beta*C. A row-major matrix read column-major is its
+// transpose, so cuBLAS computes C^T = op(B)^T * op(A)^T: B goes first, A second, with the
+// same transpose flags, and the M/N extents swapped.
+void CudaFlowOps::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                       float* C, int64_t ldc) const {
+  CHECK_THROW(M >= 0 && N >= 0 && K >= 0);
+  // Row-major widths of the stored matrices; BLAS wants ld >= max(1, width).
+  const int64_t width_a = trans_a ? M : K;
+  const int64_t width_b = trans_b ? K : N;
+  CHECK_THROW(lda >= std::max<int64_t>(1, width_a));
+  CHECK_THROW(ldb >= std::max<int64_t>(1, width_b));
+  CHECK_THROW(ldc >= std::max<int64_t>(1, N));
+  // cublasSgemm takes int extents; the flow never comes near 2^31.
+  CHECK_THROW(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX);
+  CHECK_THROW(lda <= INT_MAX && ldb <= INT_MAX && ldc <= INT_MAX);
+  if (M == 0 || N == 0) return;
+  CHECK_THROW(C != nullptr);
+  if (K > 0) CHECK_THROW(A != nullptr && B != nullptr);
+
+  cublasHandle_t handle = to_cublas(m_cublas);
+  // `stream` is a public member and may have been changed since construction: follow it.
+  cudaStream_t bound = nullptr;
+  CUBLAS_CHECK_THROW(cublasGetStream(handle, &bound));
+  if (bound != to_cuda(stream)) CUBLAS_CHECK_THROW(cublasSetStream(handle, to_cuda(stream)));
+
+  const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  CUBLAS_CHECK_THROW(cublasSgemm(handle, op_b, op_a, static_cast<int>(N), static_cast<int>(M),
+                                 static_cast<int>(K), &alpha, B, static_cast<int>(ldb), A,
+                                 static_cast<int>(lda), &beta, C, static_cast<int>(ldc)));
+}
+
+}  // namespace mirad
