@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds the CUDA binaries here (sm_90 by default) and packs them with the non-CUDA shared
+# libraries they need into .gpu-bundle.tar.xz, for a device machine that has the CUDA runtime
+# but none of mirad's Debian build dependencies. tools/gpu_check.sh uses it when it cannot
+# build on the device itself. Usage: tools/gpu_bundle.sh [architectures]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+arch="${1:-90}"
+MIRAD_BUILD_DIR=build-gpu MIRAD_CMAKE_ARGS="-DMIRAD_CUDA_ARCHITECTURES=$arch" tools/setup.sh
+stage=$(mktemp -d)
+mkdir -p "$stage/bin" "$stage/lib"
+for f in build-gpu/tests/test_* build-gpu/tools/mirad build-gpu/tools/mirad_bench; do
+  [ -x "$f" ] && [ -f "$f" ] && cp "$f" "$stage/bin/"
+done
+strip "$stage"/bin/* 2>/dev/null || true
+# Carry every shared library except glibc's, the C++ runtime and CUDA's own (the device has
+# its own CUDA 13 runtime, matched to its driver).
+for bin in "$stage"/bin/*; do
+  ldd "$bin" | awk '/=> \//{print $3}'
+done | sort -u | grep -v -E '/(libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libcudnn[^/]*)\.so' \
+  | while read -r lib; do cp -L "$lib" "$stage/lib/"; done
+git rev-parse HEAD > "$stage/COMMIT" 2>/dev/null || echo unknown > "$stage/COMMIT"
+/usr/local/cuda/bin/nvcc --version | tail -1 > "$stage/NVCC"
+echo "$arch" > "$stage/ARCH"
+tar -C "$stage" -cJf .gpu-bundle.tar.xz .
+rm -rf "$stage"
+ls -la .gpu-bundle.tar.xz

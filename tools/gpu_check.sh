@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The one script for a lent CUDA machine: build with CUDA (or, where the device lacks mirad's
+# build dependencies, unpack the prebuilt .gpu-bundle.tar.xz made by tools/gpu_bundle.sh), run
+# every cuda-labelled test program, run the GPU benchmarks and the demo on the device, write a
+# report to $OUT (or ./out) and print a short table last. Exit status is non-zero when any
+# test fails or is skipped (on a GPU machine a skipped CUDA test is a failure).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-$PWD/out}"
+mkdir -p "$out"
+log="$out/gpu_check.log"
+exec > >(tee "$log") 2>&1
+echo "== device"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+
+bin="" how=""
+if cmake -S . -B build-gpu -G Ninja -DMIRAD_CUDA_ARCHITECTURES="${MIRAD_ARCH:-90}" \
+     >"$out/configure.log" 2>&1 && cmake --build build-gpu -j "$(nproc)" >"$out/build.log" 2>&1; then
+  bin="build-gpu/tests" tools="build-gpu/tools" how="built on the device"
+elif [ -f .gpu-bundle.tar.xz ]; then
+  b=/tmp/mirad-gpu-bundle
+  rm -rf "$b" && mkdir -p "$b" && tar -C "$b" -xJf .gpu-bundle.tar.xz
+  bin="$b/bin" tools="$b/bin"
+  export LD_LIBRARY_PATH="$b/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
+  how="prebuilt bundle, commit $(cat "$b/COMMIT"), $(cat "$b/NVCC"), sm_$(cat "$b/ARCH") (device build failed: see configure.log)"
+else
+  echo "no CUDA build possible and no .gpu-bundle.tar.xz"; exit 2
+fi
+echo "== build: $how"
+
+status=0
+rows=()
+echo "== cuda tests"
+for t in "$bin"/test_cuda_*; do
+  [ -x "$t" ] && [ -f "$t" ] || continue
+  name=$(basename "$t")
+  "$t" --gtest_output="json:$out/$name.json" >"$out/$name.log" 2>&1
+  rc=$?
+  read -r total failed skipped < <(python3 - "$out/$name.json" <<'PY'
+import json, sys
+try:
+    j = json.load(open(sys.argv[1]))
+except Exception:
+    print(0, 1, 0); sys.exit()
+t = f = s = 0
+for suite in j["testsuites"]:
+    for c in suite["testsuite"]:
+        t += 1
+        if c.get("failures"): f += 1
+        elif c.get("result") == "SKIPPED": s += 1
+print(t, f, s)
+PY
+)
+  verdict=ok
+  if [ "$rc" -ne 0 ] || [ "$failed" -ne 0 ]; then verdict=FAIL status=1; fi
+  if [ "$skipped" -ne 0 ]; then verdict="$verdict (skipped $skipped)" status=1; fi
+  rows+=("$(printf '%-26s %5s %6s %7s  %s' "$name" "$total" "$failed" "$skipped" "$verdict")")
+  tail -3 "$out/$name.log"
+done
+
+echo "== benchmarks"
+"$tools/mirad_bench" --benchmark_filter='cuda|Cuda' --benchmark_min_time=0.2 \
+  --benchmark_format=console --benchmark_out="$out/bench.json" --benchmark_out_format=json \
+  2>&1 | tee "$out/bench.txt"
+
+echo "== demo on the device"
+"$tools/mirad" demo --device cuda --json >"$out/demo.json" 2>"$out/demo.err" || status=1
+python3 - "$out/demo.json" <<'PY' || true
+import json, sys
+d = json.load(open(sys.argv[1]))
+r = d["rounds"]
+print(f"demo on {d['device']}: {len(r)} rounds, first-round AUROC {r[0]['auroc']:.4f}, "
+      f"contaminated left {r[-1]['contaminated_left']} of {r[-1]['retained']} retained")
+PY
+
+{
+  echo "# gpu_check report"
+  echo
+  echo "- date: $(date -u +%FT%TZ)"
+  echo "- device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
+  echo "- build: $how"
+  echo
+  echo '```'
+  printf '%-26s %5s %6s %7s  %s\n' "test program" tests failed skipped verdict
+  printf '%s\n' "${rows[@]}"
+  echo '```'
+  echo
+  echo '```'
+  python3 - "$out/bench.json" <<'PY' || true
+import json, sys
+for b in json.load(open(sys.argv[1]))["benchmarks"]:
+    if b.get("error_occurred"): continue
+    extra = ""
+    if "items_per_second" in b: extra = f"{b['items_per_second']/1e6:10.2f} M items/s"
+    print(f"{b['name']:58} {b['real_time']:10.3f} {b['time_unit']}  {extra}")
+PY
+  echo '```'
+} > "$out/gpu_report.md"
+
+echo
+echo "== summary ($how)"
+printf '%-26s %5s %6s %7s  %s\n' "test program" tests failed skipped verdict
+printf '%s\n' "${rows[@]}"
+echo "report: $out/gpu_report.md; overall: $([ $status -eq 0 ] && echo PASS || echo FAIL)"
+exit $status
