@@ -78,7 +78,10 @@ TEST_P(CudaFlow, MatchesCpuReference) {
   FlowConfig cfg;
   cfg.dim = cs.D, cfg.cond_dim = cs.C, cfg.n_blocks = cs.K, cfg.hidden = cs.H, cfg.seed = 5;
   CouplingFlow<double> ref_flow(cfg, Device::cpu);
-  auto p = mirad::test::random_params(ref_flow, 17, 0.05).to_host();
+  // Parameter noise shrinks with the subnet's fan-in so that |z| stays O(10) at every width:
+  // with fixed noise, D = 256 drives |z| to 1e6 and float32 inversion itself loses 3 digits
+  // (on the CPU as much as on the GPU), which would test conditioning, not the kernels.
+  auto p = mirad::test::random_params(ref_flow, 17, 0.3 / std::sqrt(double(cs.D + cs.C))).to_host();
   auto x = randn<double>(cs.N * cs.D, 18);
   auto c = randn<double>(cs.N * cs.C, 19);
   auto v = randn<double>(p.size(), 20, 0.1);
@@ -104,6 +107,12 @@ TEST_P(CudaFlow, MatchesCpuReference) {
 INSTANTIATE_TEST_SUITE_P(OddSizes, CudaFlow,
                          ::testing::Values(Case{2, 0, 2, 3, 1}, Case{5, 4, 3, 7, 33},
                                            Case{97, 64, 8, 0, 257}, Case{130, 64, 4, 0, 1031},
-                                           Case{256, 64, 8, 0, 4099}));
+                                           Case{256, 64, 8, 0, 4099}),
+                         [](const ::testing::TestParamInfo<Case>& i) {
+                           const Case& c = i.param;
+                           return "D" + std::to_string(c.D) + "_C" + std::to_string(c.C) + "_K" +
+                                  std::to_string(c.K) + "_H" + std::to_string(c.H) + "_N" +
+                                  std::to_string(c.N);
+                         });
 
 }  // namespace
