@@ -51,9 +51,12 @@ class FlowImplT final : public FlowImpl<T> {
     m_core.hvp(p, c, v, g, hv);
   }
   std::vector<int64_t> nonfinite_rows(const T* x, int64_t N, int64_t D) override {
-    Buffer<uint8_t> flags(N, Ops::device);
-    m_ops->nonfinite_rows(N, D, x, D, flags.data());
-    auto h = flags.to_host(m_ops->stream);
+    // The flag buffer persists: a cudaMalloc/cudaFree per call would serialise the device.
+    m_flags.reserve_discard(N);
+    m_ops->nonfinite_rows(N, D, x, D, m_flags.data());
+    std::vector<uint8_t> h(N);
+    mem::copy(h.data(), Device::cpu, m_flags.data(), Ops::device, N, m_ops->stream);
+    mem::synchronize(m_ops->stream);
     std::vector<int64_t> bad;
     for (int64_t i = 0; i < N; ++i)
       if (h[i]) bad.push_back(i);
@@ -77,6 +80,7 @@ class FlowImplT final : public FlowImpl<T> {
   Buffer<int32_t> m_perm, m_inv_perm;
   FlowCore<Ops> m_core;
   Buffer<T> m_nll{0, Ops::device};
+  Buffer<uint8_t> m_flags{0, Ops::device};
 };
 
 namespace {
@@ -99,6 +103,15 @@ std::string list_rows(const std::vector<int64_t>& rows) {
   for (size_t i = 0; i < rows.size() && i < 10; ++i) s += (i ? ", " : "") + std::to_string(rows[i]);
   if (rows.size() > 10) s += fmt::format(", ... ({} in all)", rows.size());
   return s;
+}
+
+// True when a flat array (parameters, a direction) holds NaN or Inf. The row kernel gives each
+// row one warp, so a flat array of millions is scanned as rows of 1024 plus a tail row.
+template <typename T>
+bool any_nonfinite(FlowImpl<T>& impl, const T* p, int64_t n) {
+  const int64_t width = 1024, rows = n / width, tail = n % width;
+  if (rows > 0 && !impl.nonfinite_rows(p, rows, width).empty()) return true;
+  return tail > 0 && !impl.nonfinite_rows(p + rows * width, 1, tail).empty();
 }
 
 }  // namespace
@@ -209,8 +222,8 @@ double CouplingFlow<T>::forward(const Buffer<T>& params, MatrixView<const T> x,
     bad = m_impl->nonfinite_rows(c.data, N, m_cfg.cond_dim);
     CHECK_INPUT(bad.empty(), "flow: condition has NaN or Inf in samples {}", list_rows(bad));
   }
-  bad = m_impl->nonfinite_rows(params.data(), 1, m_layout.n_params);
-  CHECK_INPUT(bad.empty(), "flow: parameters hold NaN or Inf (diverged training?)");
+  CHECK_INPUT(!any_nonfinite(*m_impl, params.data(), m_layout.n_params),
+              "flow: parameters hold NaN or Inf (diverged training?)");
   m_impl->forward(params.data(), x.data, c.data, N, z.data);
   std::vector<T> nll(N);
   mem::copy(nll.data(), Device::cpu, m_impl->nll(), m_device, sizeof(T) * N, m_stream);
@@ -272,8 +285,8 @@ void CouplingFlow<T>::hvp(const Buffer<T>& params, MatrixView<const T> c, const 
   check_params(grad, "gradient");
   check_params(hv, "Hessian-vector product");
   check_cached(c);
-  auto bad = m_impl->nonfinite_rows(v.data(), 1, m_layout.n_params);
-  CHECK_INPUT(bad.empty(), "flow: direction v holds NaN or Inf");
+  CHECK_INPUT(!any_nonfinite(*m_impl, v.data(), m_layout.n_params),
+              "flow: direction v holds NaN or Inf");
   m_impl->hvp(params.data(), c.data, v.data(), grad.data(), hv.data());
   m_impl->synchronize();
 }

@@ -5,6 +5,9 @@
 #include <random>
 
 #include "engine/flow.h"
+#ifdef MIRAD_HAVE_CUDA
+#include "kernels/flow_ops_cuda.h"
+#endif
 
 using namespace mirad;
 
@@ -75,8 +78,42 @@ void BM_FlowHvp(benchmark::State& state, Device dev) {
   state.SetItemsProcessed(state.iterations() * N);
 }
 
+void BM_FlowForward(benchmark::State& state, Device dev) {
+  if (skip_without_device(state, dev)) return;
+  const int64_t D = state.range(0), N = state.range(1);
+  Setup s(D, N, dev);
+  for (auto _ : state) benchmark::DoNotOptimize(s.flow.forward(s.params, s.xv(), s.cv()));
+  state.SetItemsProcessed(state.iterations() * N);
+  state.counters["GFLOP/s"] = benchmark::Counter(forward_flops(D, N) * state.iterations() / 1e9,
+                                                 benchmark::Counter::kIsRate);
+}
+
+#ifdef MIRAD_HAVE_CUDA
+// The ceiling for the flow on this device: one cuBLAS SGEMM of the subnet's first layer
+// (N x (d1 + C) times its weight), without any of the flow's element-wise work.
+void BM_CublasSubnetGemm(benchmark::State& state) {
+  if (!cuda_available()) return state.SkipWithError("no CUDA device");
+  const int64_t D = state.range(0), N = state.range(1), H = 2 * D, K = D / 2 + 64;
+  Buffer<float> a(N * K, Device::cuda), w(H * K, Device::cuda), c(N * H, Device::cuda);
+  a.zero(), w.zero(), c.zero();
+  CudaFlowOps ops;
+  for (auto _ : state) {
+    ops.gemm(false, true, N, H, K, 1.f, a.data(), K, w.data(), K, 0.f, c.data(), H);
+    ops.synchronize();
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * N * H * K * state.iterations() / 1e9,
+                                                 benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_CublasSubnetGemm)->Name("BM_CublasSubnetGemm/cuda")
+    ->Args({256, 4096})->Args({1024, 4096})->Unit(benchmark::kMicrosecond)->UseRealTime();
+#endif
+
 }  // namespace
 
+BENCHMARK_CAPTURE(BM_FlowForward, cpu, Device::cpu)
+    ->Args({256, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_FlowForward, cuda, Device::cuda)
+    ->Args({256, 4096})->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_FlowForwardBackward, cpu, Device::cpu)
     ->Args({96, 4096})->Args({256, 4096})->Args({1024, 4096})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
