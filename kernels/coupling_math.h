@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
 #include "kernels/hd.h"
 
@@ -101,10 +102,46 @@ MIRAD_HD T actnorm_y(T z, T ls, T b) {
   return (z - b) * exp_(-ls);
 }
 
+// Reverse mode of ActNorm + NLL for one element, L = mean_n NLL so dL/dz = z/N. e = exp(ls).
+// Returns dL/dy and this element's terms of the column sums dL/dls (+= (z/N)(z-b)) and dL/db.
+template <typename T>
+struct ActnormGrad {
+  T g_y, g_ls_term, g_b_term;
+};
+template <typename T>
+MIRAD_HD ActnormGrad<T> actnorm_grad(T z, T e, T b, T inv_n) {
+  const T gz = z * inv_n;
+  return {gz * e, gz * (z - b), gz};
+}
+
+// actnorm_grad and its tangent along (ls_dot, b_dot) with z's tangent z_dot.
+template <typename T>
+struct ActnormGradHvp {
+  T g_y, g_y_dot, g_ls_term, g_b_term, hv_ls_term, hv_b_term;
+};
+template <typename T>
+MIRAD_HD ActnormGradHvp<T> actnorm_grad_hvp(T z, T z_dot, T e, T b, T ls_dot, T b_dot, T inv_n) {
+  const T gz = z * inv_n, gzd = z_dot * inv_n;
+  return {gz * e, (gzd + gz * ls_dot) * e, gz * (z - b), gz, gzd * (z - b) + gz * (z_dot - b_dot),
+          gzd};
+}
+
+// Tangent of z = y*e + b: z_dot = (y_dot + y*ls_dot)*e + b_dot.
+template <typename T>
+MIRAD_HD T actnorm_z_dot(T y, T y_dot, T e, T ls_dot, T b_dot) {
+  return (y_dot + y * ls_dot) * e + b_dot;
+}
+
 // 0.5*log(2*pi), the per-dimension constant of the standard normal NLL.
 template <typename T>
 MIRAD_HD T half_log_2pi() {
   return T(0.91893853320467274178032973640562);
+}
+
+// NLL of one sample from its |z|^2, log|det J| of the couplings and sum(ls) of ActNorm.
+template <typename T>
+MIRAD_HD T nll_from_parts(T z_sq, T log_det, T sum_ls, int64_t D) {
+  return T(0.5) * z_sq - log_det - sum_ls + T(D) * half_log_2pi<T>();
 }
 
 }  // namespace mirad::math

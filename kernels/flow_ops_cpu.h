@@ -151,7 +151,7 @@ struct CpuFlowOps {
     for (int64_t n = 0; n < N; ++n) {
       T sq = 0;
       for (int64_t j = 0; j < D; ++j) sq += z[n * D + j] * z[n * D + j];
-      nll[n] = T(0.5) * sq - log_det[n] - sum_ls + T(D) * math::half_log_2pi<T>();
+      nll[n] = math::nll_from_parts(sq, log_det[n], sum_ls, D);
     }
   }
 
@@ -162,10 +162,10 @@ struct CpuFlowOps {
     for (int64_t j = 0; j < D; ++j) g_ls[j] = T(-1), g_b[j] = T(0);
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < D; ++j) {
-        T gz = z[n * D + j] * inv_n;
-        g_y[n * D + j] = gz * math::exp_(ls[j]);
-        g_ls[j] += gz * (z[n * D + j] - b[j]);
-        g_b[j] += gz;
+        auto g = math::actnorm_grad(z[n * D + j], math::exp_(ls[j]), b[j], inv_n);
+        g_y[n * D + j] = g.g_y;
+        g_ls[j] += g.g_ls_term;
+        g_b[j] += g.g_b_term;
       }
   }
 
@@ -174,8 +174,8 @@ struct CpuFlowOps {
                        const T* y, const T* y_dot, T* z_dot) const {
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < D; ++j)
-        z_dot[n * D + j] =
-            (y_dot[n * D + j] + y[n * D + j] * ls_dot[j]) * math::exp_(ls[j]) + b_dot[j];
+        z_dot[n * D + j] = math::actnorm_z_dot(y[n * D + j], y_dot[n * D + j], math::exp_(ls[j]),
+                                               ls_dot[j], b_dot[j]);
   }
 
   // actnorm_backward and its tangent: also g_y_dot, hv_ls = R{g_ls}, hv_b = R{g_b}.
@@ -185,15 +185,14 @@ struct CpuFlowOps {
     for (int64_t j = 0; j < D; ++j) g_ls[j] = T(-1), g_b[j] = hv_ls[j] = hv_b[j] = T(0);
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < D; ++j) {
-        T e = math::exp_(ls[j]);
-        T zj = z[n * D + j], zd = z_dot[n * D + j];
-        T gz = zj * inv_n, gzd = zd * inv_n;
-        g_y[n * D + j] = gz * e;
-        g_y_dot[n * D + j] = (gzd + gz * ls_dot[j]) * e;
-        g_ls[j] += gz * (zj - b[j]);
-        g_b[j] += gz;
-        hv_ls[j] += gzd * (zj - b[j]) + gz * (zd - b_dot[j]);
-        hv_b[j] += gzd;
+        auto g = math::actnorm_grad_hvp(z[n * D + j], z_dot[n * D + j], math::exp_(ls[j]), b[j],
+                                        ls_dot[j], b_dot[j], inv_n);
+        g_y[n * D + j] = g.g_y;
+        g_y_dot[n * D + j] = g.g_y_dot;
+        g_ls[j] += g.g_ls_term;
+        g_b[j] += g.g_b_term;
+        hv_ls[j] += g.hv_ls_term;
+        hv_b[j] += g.hv_b_term;
       }
   }
 

@@ -5,13 +5,6 @@
 // that only does indexing, a launcher taking the cudaStream_t, and the CudaFlowOps method that
 // validates its arguments. Reductions are deterministic: fixed summation order, no atomics.
 
-// fmt 9 turns constexpr off under __NVCC__ yet keeps its consteval format-string check, which
-// then fails to compile (engine/error.h formats). g++ translation units have it on, so turning
-// it on here matches them. Belongs in cuda_error.h or CMake for every .cu; local until then.
-#ifndef FMT_USE_CONSTEXPR
-#define FMT_USE_CONSTEXPR 1
-#endif
-
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
@@ -123,29 +116,6 @@ __device__ __forceinline__ int64_t grid_threads() {
 __device__ __forceinline__ float warp_sum(float v) {
   for (int off = kWarp / 2; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
   return v;
-}
-
-// ActNorm's reverse-mode and tangent formulas are written out inline in the CPU reference
-// (kernels/flow_ops_cpu.h) rather than in coupling_math.h; these mirror them term for term.
-struct ActnormGrad {
-  float g_y, g_ls_term, g_b_term;
-};
-__device__ __forceinline__ ActnormGrad actnorm_grad(float z, float e, float b, float inv_n) {
-  const float gz = z * inv_n;
-  return {gz * e, gz * (z - b), gz};
-}
-struct ActnormGradHvp {
-  float g_y, g_y_dot, g_ls_term, g_b_term, hv_ls_term, hv_b_term;
-};
-__device__ __forceinline__ ActnormGradHvp actnorm_grad_hvp(float z, float z_dot, float e, float b,
-                                                           float ls_dot, float b_dot, float inv_n) {
-  const float gz = z * inv_n, gzd = z_dot * inv_n;
-  return {gz * e, (gzd + gz * ls_dot) * e, gz * (z - b), gz, gzd * (z - b) + gz * (z_dot - b_dot),
-          gzd};
-}
-__device__ __forceinline__ float actnorm_z_dot(float y, float y_dot, float e, float ls_dot,
-                                               float b_dot) {
-  return (y_dot + y * ls_dot) * e + b_dot;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -262,7 +232,7 @@ __global__ void actnorm_tangent_kernel(int64_t N, int64_t D, const float* ls, co
   const int64_t total = N * D;
   for (int64_t i = global_thread(); i < total; i += grid_threads()) {
     const int64_t j = i % D;
-    z_dot[i] = actnorm_z_dot(y[i], y_dot[i], math::exp_(ls[j]), ls_dot[j], b_dot[j]);
+    z_dot[i] = math::actnorm_z_dot(y[i], y_dot[i], math::exp_(ls[j]), ls_dot[j], b_dot[j]);
   }
 }
 
@@ -325,8 +295,7 @@ __global__ void nll_rows_kernel(int64_t N, int64_t D, const float* z, const floa
     sq = warp_sum(sq);
     sum_ls = warp_sum(sum_ls);
     if (lane == 0)
-      nll[n] =
-          0.5f * sq - log_det[n] - sum_ls + static_cast<float>(D) * math::half_log_2pi<float>();
+      nll[n] = math::nll_from_parts(sq, log_det[n], sum_ls, D);
   }
 }
 
@@ -389,7 +358,7 @@ struct ActnormBackwardOp {
   __device__ Col column(int64_t j) const { return {math::exp_(ls[j]), b[j]}; }
   __device__ Elem load(int64_t n, int64_t j) const { return {z[n * D + j]}; }
   __device__ void apply(int64_t n, int64_t j, const Col& c, const Elem& e, float (&acc)[K]) const {
-    const auto g = actnorm_grad(e.z, c.e, c.b, inv_n);
+    const auto g = math::actnorm_grad(e.z, c.e, c.b, inv_n);
     g_y[n * D + j] = g.g_y;
     acc[0] += g.g_ls_term;
     acc[1] += g.g_b_term;
@@ -417,7 +386,7 @@ struct ActnormBackwardHvpOp {
   __device__ Elem load(int64_t n, int64_t j) const { return {z[n * D + j], z_dot[n * D + j]}; }
   __device__ void apply(int64_t n, int64_t j, const Col& c, const Elem& e, float (&acc)[K]) const {
     const int64_t i = n * D + j;
-    const auto g = actnorm_grad_hvp(e.z, e.z_dot, c.e, c.b, c.ls_dot, c.b_dot, inv_n);
+    const auto g = math::actnorm_grad_hvp(e.z, e.z_dot, c.e, c.b, c.ls_dot, c.b_dot, inv_n);
     g_y[i] = g.g_y;
     g_y_dot[i] = g.g_y_dot;
     acc[0] += g.g_ls_term;

@@ -1,13 +1,6 @@
 // cuBLAS side of CudaFlowOps: the handle's lifetime (constructor/destructor), the row-major
 // GEMM, and cublas_status_string() declared in engine/cuda_error.h.
 
-// fmt 9 turns constexpr off under __NVCC__ yet keeps its consteval format-string check, which
-// then fails to compile (engine/error.h formats). g++ translation units have it on, so turning
-// it on here matches them. Belongs in cuda_error.h or CMake for every .cu; local until then.
-#ifndef FMT_USE_CONSTEXPR
-#define FMT_USE_CONSTEXPR 1
-#endif
-
 #include <algorithm>
 #include <climits>
 #include <cstdio>

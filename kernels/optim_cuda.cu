@@ -1,12 +1,6 @@
 // CUDA optimizer steps: one fused grid-stride kernel per update (params, gradient and moments
 // touched once each), plus the non-finite gradient count that gates it.
 
-// fmt 9 turns constexpr off under nvcc yet keeps its consteval format-string check, which then
-// fails in engine/error.h; g++ units have it on, so this matches them (as the other .cu files).
-#ifndef FMT_USE_CONSTEXPR
-#define FMT_USE_CONSTEXPR 1
-#endif
-
 #include <algorithm>
 
 #include "engine/cuda_error.h"

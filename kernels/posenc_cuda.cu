@@ -1,12 +1,6 @@
 // CUDA 2-D positional encoding: one thread per table entry over kernels/posenc.h, in double
 // (see there) so it matches the CPU reference to an ulp.
 
-// fmt 9 turns constexpr off under nvcc yet keeps its consteval format-string check, which then
-// fails in engine/error.h; g++ units have it on, so this matches them (as the other .cu files).
-#ifndef FMT_USE_CONSTEXPR
-#define FMT_USE_CONSTEXPR 1
-#endif
-
 #include <algorithm>
 
 #include "engine/cuda_error.h"

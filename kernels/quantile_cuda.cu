@@ -2,14 +2,6 @@
 // then only the needed order statistics travel to the host, which interpolates them with the
 // CPU reference's own function (kernels/quantile_cpu.cpp).
 
-// fmt 9 switches constexpr off under nvcc, and its C++20 consteval format-string check then
-// calls a non-constexpr function, so engine/error.h does not compile in any .cu file.
-// Switching it back on gives this file what the g++-compiled files see. It belongs in
-// engine/error.h or the CUDA compile flags; the guard keeps this harmless once it is there.
-#ifndef FMT_USE_CONSTEXPR
-#define FMT_USE_CONSTEXPR 1
-#endif
-
 #include <algorithm>
 #include <cstddef>
 #include <cub/device/device_radix_sort.cuh>
