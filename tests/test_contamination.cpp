@@ -18,26 +18,16 @@
 #include "engine/error.h"
 #include "host/contamination.h"
 
+#include "temp_dir.h"
 namespace fs = std::filesystem;
 using namespace mirad;
 
 namespace {
 
-class TempDir {
+// A fresh directory per test, named for this suite.
+class TempDir : public mirad::test::TempDir {
  public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "mirad_contam_XXXXXX").string();
-    CHECK_THROW(::mkdtemp(tmpl.data()) != nullptr);
-    m_path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(m_path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return m_path / name; }
-
- private:
-  fs::path m_path;
+  TempDir() : mirad::test::TempDir("mirad_contam") {}
 };
 
 // An MVTec-like split in memory (contamination never opens the files): 20 good training

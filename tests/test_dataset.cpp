@@ -15,27 +15,16 @@
 #include "host/image.h"
 #include "host/thread_pool.h"
 
+#include "temp_dir.h"
 namespace fs = std::filesystem;
 using namespace mirad;
 
 namespace {
 
-class TempDir {
+// A fresh directory per test, named for this suite.
+class TempDir : public mirad::test::TempDir {
  public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "mirad_dataset_XXXXXX").string();
-    CHECK_THROW(::mkdtemp(tmpl.data()) != nullptr);
-    m_path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(m_path, ec);
-  }
-  const fs::path& path() const { return m_path; }
-  fs::path operator/(const std::string& name) const { return m_path / name; }
-
- private:
-  fs::path m_path;
+  TempDir() : mirad::test::TempDir("mirad_dataset") {}
 };
 
 // A w x h gray PNG whose pixels are all `value`, creating parent folders.

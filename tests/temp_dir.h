@@ -1,0 +1,34 @@
+// A fresh temporary directory per test, removed with everything in it afterwards.
+#pragma once
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <string>
+
+#include "engine/error.h"
+
+namespace mirad::test {
+
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "mirad") {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / (prefix + "_XXXXXX")).string();
+    CHECK_THROW(::mkdtemp(tmpl.data()) != nullptr);
+    m_path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(m_path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return m_path; }
+  std::filesystem::path operator/(const std::string& name) const { return m_path / name; }
+
+ private:
+  std::filesystem::path m_path;
+};
+
+}  // namespace mirad::test
