@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 pkgs=(cmake ninja-build g++ pkg-config libopenblas-dev libopenblas0-pthread nlohmann-json3-dev
       libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libbenchmark-dev libdnnl-dev
-      libspng-dev libturbojpeg0-dev libjpeg62-turbo-dev python3 python3-numpy)
+      libspng-dev libturbojpeg0-dev libjpeg62-turbo-dev python3 python3-numpy python3-pil)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
