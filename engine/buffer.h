@@ -19,7 +19,48 @@ void copy(void* dst, Device dst_dev, const void* src, Device src_dev, std::size_
           Stream stream);
 void zero(void* p, Device d, std::size_t bytes, Stream stream);
 void synchronize(Stream stream);
+
+// Page-locked host memory, so host-to-device copies can run asynchronously and at full PCIe
+// speed. Pinning can fail (ulimits, no device): then this falls back to ordinary pageable
+// memory, clears the CUDA error and says so through `pinned`.
+void* allocate_host_pinned(std::size_t bytes, bool* pinned);
+void release_host_pinned(void* p, bool pinned) noexcept;
 }  // namespace mem
+
+// A move-only host buffer that is pinned when possible (see mem::allocate_host_pinned).
+template <typename T>
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  explicit PinnedBuffer(std::size_t n) : m_size(n) {
+    if (n) m_data = static_cast<T*>(mem::allocate_host_pinned(n * sizeof(T), &m_pinned));
+  }
+  ~PinnedBuffer() { mem::release_host_pinned(m_data, m_pinned); }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  PinnedBuffer(PinnedBuffer&& o) noexcept { swap(o); }
+  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
+    if (this != &o) {
+      PinnedBuffer tmp(std::move(o));
+      swap(tmp);
+    }
+    return *this;
+  }
+  void swap(PinnedBuffer& o) noexcept {
+    std::swap(m_data, o.m_data);
+    std::swap(m_size, o.m_size);
+    std::swap(m_pinned, o.m_pinned);
+  }
+  T* data() { return m_data; }
+  const T* data() const { return m_data; }
+  std::size_t size() const { return m_size; }
+  bool pinned() const { return m_pinned; }
+
+ private:
+  T* m_data = nullptr;
+  std::size_t m_size = 0;
+  bool m_pinned = false;
+};
 
 // Owns n elements of T on one device. Copying is deleted ("prevent performance accidents");
 // use copy_from() to spell a copy out.

@@ -116,5 +116,33 @@ void synchronize(Stream stream) {
 #endif
 }
 
+void* allocate_host_pinned(std::size_t bytes, bool* pinned) {
+  *pinned = false;
+  if (bytes == 0) return nullptr;
+#ifdef MIRAD_HAVE_CUDA
+  if (cuda_available()) {
+    void* p = nullptr;
+    if (cudaMallocHost(&p, bytes) == cudaSuccess) {
+      *pinned = true;
+      return p;
+    }
+    cudaGetLastError();  // clear it: a failed pin is not a failed job
+  }
+#endif
+  return allocate(bytes, Device::cpu);
+}
+
+void release_host_pinned(void* p, bool pinned) noexcept {
+  if (!p) return;
+#ifdef MIRAD_HAVE_CUDA
+  if (pinned) {
+    CUDA_CHECK_PRINT(cudaFreeHost(p));
+    return;
+  }
+#endif
+  (void)pinned;
+  release(p, Device::cpu);
+}
+
 }  // namespace mem
 }  // namespace mirad
