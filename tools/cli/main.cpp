@@ -5,6 +5,7 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "tools/cli/demo.h"
+#include "tools/cli/synth.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"mirad: robust anomaly detection engine"};
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
   demo_cmd->add_flag("--json", demo.json, "machine-readable JSON on stdout, no progress bar");
   int rc = 0;
   demo_cmd->callback([&] { rc = mirad::cli::run_demo(demo); });
+  mirad::cli::add_synth_command(app, rc);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
