@@ -209,6 +209,10 @@ void validate_options(const SynthOptions& opt) {
   std::error_code ec;
   CHECK_INPUT(!fs::exists(opt.out, ec) || fs::is_directory(opt.out, ec),
               "--out: {} exists and is not a folder", opt.out.string());
+  // A mistyped --textures would otherwise fall back to procedural textures with only a warning.
+  CHECK_INPUT(opt.textures.empty() || fs::is_directory(opt.textures, ec),
+              "--textures: {} is not a folder (tools/textures/fetch_textures.sh DIR fills one)",
+              opt.textures.string());
 }
 
 SynthSummary generate(const SynthOptions& opt, ThreadPool& pool, const ProgressFn& progress) {

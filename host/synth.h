@@ -56,6 +56,9 @@ struct CategorySpec {
   double texel_scale = 1.0;
   double max_rotation_deg = 6.0;  // rotation jitter of good images, +-
   double scale_jitter = 0.08;     // relative zoom jitter, +-
+  // Scales every defect's contrast. Near-uniform surfaces (a white canvas) show any defect
+  // far more plainly than busy ones at the same physical severity; this evens them out.
+  double defect_contrast = 1.0;
 };
 
 // The built-in categories, real-texture sources listed; procedural_sources() gives the
@@ -128,7 +131,7 @@ struct SynthOptions {
   int n_test_defect = 10;  // per defect type
   int size = 256;
   uint64_t seed = 0;
-  std::filesystem::path textures;  // empty = default_texture_dir()
+  std::filesystem::path textures;  // empty = default_texture_dir(); else must be a folder
   bool procedural = false;         // force the procedural fallback for every category
   bool contact_sheet = false;
 };

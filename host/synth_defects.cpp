@@ -108,7 +108,7 @@ json draw_scratch(const CategoryContext& ctx, Canvas& c, std::vector<uint8_t>& m
   const double length = rng.uniform(40, 170) * k, theta = rng.uniform(0, 2 * kPi);
   const double bend = rng.uniform(-0.3, 0.3) * length;
   const double radius = rng.uniform(0.35, 1.3) * k;
-  const double contrast = rng.uniform(0.1, 0.55);
+  const double contrast = rng.uniform(0.1, 0.55) * ctx.spec->defect_contrast;
   // Scratches on dark steel mostly show bright metal; on light surfaces, dark grooves.
   const double luma = local_luma(c, cx, cy, 0.3 * length);
   const bool brighter = rng.bernoulli(std::clamp((215.0 - luma) / 120.0, 0.03, 0.85));
@@ -149,7 +149,8 @@ json draw_crack(const CategoryContext& ctx, Canvas& c, std::vector<uint8_t>& mas
   const auto [cx, cy] = centre(rng, ctx.size, 0.2);
   const int steps = rng.uniform_int(45, 150);
   const double step = 1.6 * k, width0 = rng.uniform(0.45, 1.4) * k;
-  const double contrast = rng.uniform(0.3, 0.85), jitter = rng.uniform(0.12, 0.3);
+  const double contrast = rng.uniform(0.18, 0.85) * ctx.spec->defect_contrast;
+  const double jitter = rng.uniform(0.12, 0.3);
   Coverage cov(c.width, c.height);
   struct Walk {
     double x, y, dir, radius;
@@ -192,7 +193,7 @@ json draw_stain(const CategoryContext& ctx, Canvas& c, std::vector<uint8_t>& mas
   const auto [cx, cy] = centre(rng, ctx.size);
   const Blob blob = Blob::random(rng, cx, cy, rng.uniform(10, 40) * k, 1.0);
   const double softness = rng.uniform(0.25, 0.7) * blob.radius;
-  double strength = rng.uniform(0.12, 0.45);
+  double strength = rng.uniform(0.12, 0.45) * ctx.spec->defect_contrast;
   const bool ring = rng.bernoulli(0.4);  // a darker rim, as a dried drop leaves
   // Each kind pulls the colour toward its own: a fixed colour (rust, oil, bleach) or a darker
   // version of the surface (water). Absolute targets keep stains visible on dark and light
@@ -208,7 +209,7 @@ json draw_stain(const CategoryContext& ctx, Canvas& c, std::vector<uint8_t>& mas
   const Kind& kind = kinds[rng.uniform_int(0, 3)];
   // An oil stain on black steel would change nothing at any strength; a floor on the change
   // of the surface's mean colour keeps every stain visible, if barely.
-  const double min_change = rng.uniform(9, 18);
+  const double min_change = rng.uniform(9, 18) * ctx.spec->defect_contrast;
   double mean[3], largest = 0;
   region_mean(c, int(cx - blob.radius), int(cy - blob.radius), int(cx + blob.radius) + 1,
               int(cy + blob.radius) + 1, mean);
@@ -251,7 +252,9 @@ json draw_foreign_patch(const CategoryContext& ctx, Canvas& c, std::vector<uint8
   const auto [cx, cy] = centre(rng, ctx.size);
   const Blob blob = Blob::random(rng, cx, cy, rng.uniform(10, 34) * k, 0.8);
   const double feather = rng.uniform(1.5, 4.5) * k;
-  const double match = rng.uniform(0.3, 0.95), opacity = rng.uniform(0.6, 1.0);
+  const double cs = ctx.spec->defect_contrast;
+  const double match = 1 - (1 - rng.uniform(0.3, 0.95)) * cs;
+  const double opacity = rng.uniform(0.6, 1.0) * (0.5 + 0.5 * cs);
   const int donor_index = rng.uniform_int(0, static_cast<int>(ctx.donors.size()) - 1);
   const Texture& donor = *ctx.donors[donor_index];
   const double ox = rng.uniform(0, donor.pixels.width), oy = rng.uniform(0, donor.pixels.height);
@@ -302,7 +305,8 @@ json draw_hole(const CategoryContext& ctx, Canvas& c, std::vector<uint8_t>& mask
   const double a = rng.uniform(5, 16) * k, b = a * rng.uniform(0.55, 1.0);
   const double phi = rng.uniform(0, kPi), light = rng.uniform(0, 2 * kPi);
   const bool dent = rng.bernoulli(0.5);
-  const double depth = dent ? rng.uniform(0.25, 0.9) : rng.uniform(0.4, 0.9);
+  const double depth =
+      (dent ? rng.uniform(0.2, 0.9) : rng.uniform(0.3, 0.9)) * ctx.spec->defect_contrast;
   const double cp = std::cos(phi), sp = std::sin(phi), lx = std::cos(light), ly = std::sin(light);
   Coverage cov(c.width, c.height);
   std::vector<float> shade(cov.render.size(), 0.f);  // signed: + brighter, - darker

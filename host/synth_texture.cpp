@@ -50,8 +50,9 @@ std::vector<CategorySpec> make_specs() {
                 ufo("tex_material/wood012.png")},
                1.0, 4.0, 0.08});
   s.push_back({"woven_fabric", "plain-weave canvas",
-               {mypaint("ramon/HR_Canvas 01.png"), mypaint("ramon/HR_Canvas 02.png")}, 1.0, 3.0,
-               0.06});
+               {mypaint("ramon/HR_Canvas 01.png"), mypaint("ramon/HR_Canvas 02.png"),
+                mypaint("mrmamurk/mamurk_e_1.png")},
+               1.0, 3.0, 0.06, 0.55});
   s.push_back({"carpet", "short-pile carpet, tan and rust",
                {ufo("tex_buildings/carpet027.png"), ufo("tex_buildings/carpet031.png")}, 1.0,
                8.0, 0.08});
@@ -179,17 +180,21 @@ void paint_concrete(Canvas& c, Rng& rng, int variant) {
 // Growth rings: a periodic ring function of a noise-warped y, plus fine grain streaks.
 void paint_wood(Canvas& c, Rng& rng, int variant) {
   const int n = c.width;
-  Fbm warp(2, 3, 3, 0.5, rng), grain(4, 256, 2, 0.5, rng), figure(3, 6, 4, 0.5, rng);
-  const int rings = variant == 0 ? 14 : 18;
-  const double light[3] = {122, 80, 50}, dark[3] = {68, 40, 24};
+  Fbm warp(2, 3, 3, 0.5, rng), grain(3, 384, 2, 0.5, rng), figure(3, 6, 4, 0.5, rng),
+      tone(2, 4, 3, 0.5, rng);
+  const int rings = variant == 0 ? 22 : 28;
+  const double light[3] = {128, 84, 52}, dark[3] = {62, 36, 22};
   for (int y = 0; y < n; ++y)
     for (int x = 0; x < n; ++x) {
-      const double r = (y + 40 * warp.at(x, y, n)) / n * rings + 0.4 * figure.at(x, y, n);
+      const double r = (y + 36 * warp.at(x, y, n)) / n * rings + 0.35 * figure.at(x, y, n);
       const double f = r - std::floor(r);
-      const double late = std::pow(smoothstep(0.55, 0.95, f), 1.5) * (1 - smoothstep(0.95, 1.0, f));
-      const double t = std::clamp(0.65 * late + 0.35 * (0.5 + 0.5 * grain.at(x, y, n)), 0.0, 1.0);
-      put(c, x, y, lerp(light[0], dark[0], t) + 1.5 * rng.normal(), lerp(light[1], dark[1], t),
-          lerp(light[2], dark[2], t));
+      // Late wood: a narrow dark band with a sharp outer edge, as in a flat-sawn board.
+      const double late = smoothstep(0.6, 0.93, f) * (1 - smoothstep(0.93, 1.0, f));
+      const double g = 0.5 + 0.5 * grain.at(x, y, n);
+      const double t = std::clamp(0.55 * late + 0.35 * g + 0.1 * tone.at(x, y, n), 0.0, 1.0);
+      const double fleck = 1 + 0.03 * rng.normal();
+      put(c, x, y, lerp(light[0], dark[0], t) * fleck, lerp(light[1], dark[1], t) * fleck,
+          lerp(light[2], dark[2], t) * fleck);
     }
 }
 
@@ -220,18 +225,19 @@ void paint_woven_fabric(Canvas& c, Rng& rng, int variant) {
     }
 }
 
-// Pile: dense small tufts (high-frequency noise) with low-frequency wear patches.
+// Pile: dense overlapping tufts (small light and dark dots) over low-frequency wear patches.
 void paint_carpet(Canvas& c, Rng& rng, int variant) {
   const int n = c.width;
-  Fbm tufts(96, 96, 2, 0.45, rng), wear(3, 3, 3, 0.5, rng);
+  Fbm wear(3, 3, 3, 0.5, rng), fine(128, 128, 1, 0.5, rng);
   const double base[3] = {variant == 0 ? 196.0 : 150.0, variant == 0 ? 146.0 : 84.0,
                           variant == 0 ? 96.0 : 48.0};
   for (int y = 0; y < n; ++y)
     for (int x = 0; x < n; ++x) {
-      const double t = tufts.at(x, y, n);
-      const double shade = (0.78 + 0.5 * t) * (1 + 0.08 * wear.at(x, y, n)) + 0.03 * rng.normal();
+      const double shade = (1 + 0.1 * wear.at(x, y, n)) * (1 + 0.06 * fine.at(x, y, n));
       put(c, x, y, base[0] * shade, base[1] * shade, base[2] * shade);
     }
+  sprinkle(c, rng, n * n / 12, 1.0, 2.4, 0.72, 0.92);  // tuft shadows
+  sprinkle(c, rng, n * n / 14, 0.8, 2.0, 1.08, 1.22);  // tuft tips catching light
 }
 
 // Square tiles (4 x 4 per texture) with grout lines, a bevel and per-tile tone.

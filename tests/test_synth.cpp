@@ -270,7 +270,8 @@ TEST(synth_fallback, MissingTexturesFallBackToProceduralWithAWarning) {
   ThreadPool pool(2);
   auto o = small_options(tmp.path() / "out", {"wood"});
   o.procedural = false;
-  o.textures = tmp.path() / "no_textures_here";
+  o.textures = tmp.path() / "empty_texture_cache";
+  fs::create_directories(o.textures);
   const SynthSummary s = generate(o, pool);
   ASSERT_EQ(s.categories.size(), 1u);
   EXPECT_TRUE(s.categories[0].procedural);
@@ -339,6 +340,7 @@ TEST(synth_options, RejectsBadArguments) {
   expect_bad([](SynthOptions& o) { o.categories = {"wood", "wood"}; }, "duplicate category");
   write_file_atomic(tmp.path() / "file", std::string_view("x"));
   expect_bad([&](SynthOptions& o) { o.out = tmp.path() / "file"; }, "--out is a file");
+  expect_bad([&](SynthOptions& o) { o.textures = tmp.path() / "missing"; }, "no --textures folder");
   try {
     auto o = good;
     o.categories = {"granite"};
