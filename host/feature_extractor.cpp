@@ -1,0 +1,145 @@
+// FeatureExtractor: preprocessing from the graph, the streamer loop, tap smoothing, caching.
+#include "host/feature_extractor.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "engine/error.h"
+#include "engine/nvtx.h"
+#include "host/batch_streamer.h"
+#include "host/image.h"
+#include "host/thread_pool.h"
+#include "kernels/backbone_ops.h"
+
+namespace mirad {
+
+namespace {
+
+// 3x3 mean over the window's inside cells: the design's smoothing of each tap, which lets a
+// position see its neighbours without blurring the borders towards zero.
+bbops::PoolGeom smoothing_geom(int64_t n, const FeatureTapShape& s) {
+  bbops::PoolGeom g{};
+  g.n = n, g.c = s.channels, g.h = s.height, g.w = s.width;
+  g.kh = g.kw = 3, g.sh = g.sw = 1;
+  g.pads = Pads{1, 1, 1, 1};
+  g.oh = s.height, g.ow = s.width;
+  g.count_include_pad = false;
+  return g;
+}
+
+bool is_image_file(const std::filesystem::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
+}
+
+}  // namespace
+
+std::vector<std::filesystem::path> collect_images(const std::vector<std::filesystem::path>& paths) {
+  std::vector<std::filesystem::path> out;
+  for (const auto& p : paths) {
+    std::error_code ec;
+    CHECK_INPUT(std::filesystem::exists(p, ec), "no such file or directory: {}", p.string());
+    if (std::filesystem::is_directory(p, ec)) {
+      std::vector<std::filesystem::path> found;
+      for (auto it = std::filesystem::recursive_directory_iterator(p, ec);
+           it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+        CHECK_INPUT(!ec, "cannot list {}: {}", p.string(), ec.message());
+        if (it->is_regular_file(ec) && is_image_file(it->path())) found.push_back(it->path());
+      }
+      std::sort(found.begin(), found.end());
+      out.insert(out.end(), found.begin(), found.end());
+    } else {
+      out.push_back(p);
+    }
+  }
+  CHECK_INPUT(!out.empty(), "no images found (PNG or JPEG) under the given paths");
+  return out;
+}
+
+FeatureExtractor::FeatureExtractor(const std::filesystem::path& backbone_dir, Device device,
+                                   const FeatureExtractorOptions& options)
+    : m_device(device), m_opt(options) {
+  CHECK_INPUT(!options.taps.empty(), "feature extractor: no taps requested");
+  m_pool = std::make_unique<ThreadPool>(options.threads);
+  // The backbone is built after the streamer so it can run on the streamer's compute stream.
+  Graph probe = load_graph(backbone_dir / "graph.json");
+  int size = options.image_size;
+  if (size == 0 && probe.preprocess && probe.preprocess->crop > 0) size = int(probe.preprocess->crop);
+  if (size == 0 && probe.input_shape) size = int((*probe.input_shape)[1]);
+  if (size == 0) size = 224;
+  CHECK_INPUT(size >= 16 && size <= 4096, "feature extractor: image size {} out of [16, 4096]", size);
+  m_pre.resize_height = m_pre.resize_width = size;
+  if (probe.preprocess && probe.preprocess->mean && probe.preprocess->std) {
+    m_pre.norm.mean = *probe.preprocess->mean;
+    m_pre.norm.std = *probe.preprocess->std;
+  }
+  StreamerOptions so;
+  so.batch_size = options.batch_size, so.ring_slots = options.ring_slots, so.device = device;
+  m_streamer = std::make_unique<BatchStreamer>(3 * int64_t(size) * size, so, *m_pool);
+  m_backbone = std::make_unique<Backbone>(backbone_dir, device, m_streamer->compute_stream(),
+                                          options.backbone);
+  for (const auto& t : options.taps) {
+    const bool numeric = !t.empty() && std::all_of(t.begin(), t.end(), ::isdigit);
+    m_tap_ops.push_back(numeric ? std::stoi(t) : m_backbone->tap(t));
+    m_tap_names.push_back(numeric ? "op" + t : t);
+  }
+  const TensorShape in{1, 3, size, size};
+  for (const TensorShape& s : m_backbone->tap_shapes(in, m_tap_ops)) {
+    CHECK_INPUT(s.rank == 4, "feature extractor: a tap must be a feature map (rank 4), got rank {}",
+                s.rank);
+    m_shapes.push_back({s.c, s.h, s.w});
+  }
+}
+
+FeatureExtractor::~FeatureExtractor() = default;
+
+bool FeatureExtractor::pinned() const { return m_streamer->pinned(); }
+
+std::unique_ptr<FeatureCache> FeatureExtractor::extract(
+    const std::vector<std::filesystem::path>& images,
+    const std::function<void(int64_t, int64_t)>& progress) {
+  CHECK_INPUT(!images.empty(), "feature extractor: no images");
+  const int64_t N = int64_t(images.size()), B = m_opt.batch_size;
+  auto cache = std::make_unique<FeatureCache>(m_shapes, N, m_device, m_opt.budget);
+  // Per-batch tap outputs and their smoothed copies, on the device, reused every batch: all
+  // work is ordered on the compute stream.
+  std::vector<Buffer<float>> raw, smooth;
+  for (const auto& s : m_shapes) {
+    raw.emplace_back(B * s.numel(), m_device);
+    smooth.emplace_back(B * s.numel(), m_device);
+  }
+  const int size = m_pre.resize_height;
+  m_streamer->run(
+      N,
+      [&](int64_t i, float* dst) {
+        Image img = decode_image(images[i]);
+        std::vector<float> x = mirad::preprocess(img, m_pre);
+        std::copy(x.begin(), x.end(), dst);
+      },
+      [&](int64_t first, int64_t count, const float* batch, Stream s) {
+        NVTX_RANGE("features");
+        std::vector<float*> outs;
+        for (auto& r : raw) outs.push_back(r.data());
+        m_backbone->forward_into(batch, TensorShape{count, 3, size, size}, m_tap_ops, outs);
+        for (size_t t = 0; t < m_shapes.size(); ++t) {
+          const float* feats = raw[t].data();
+          if (m_opt.smooth) {
+            const bbops::PoolGeom g = smoothing_geom(count, m_shapes[t]);
+            if (m_device == Device::cpu) bbops::avg_pool_cpu(g, raw[t].data(), smooth[t].data());
+#ifdef MIRAD_HAVE_CUDA
+            else bbops::avg_pool_cuda(g, raw[t].data(), smooth[t].data(), s);
+#endif
+            feats = smooth[t].data();
+          }
+          for (int64_t i = 0; i < count; ++i)
+            cache->store(first + i, int(t), feats + i * m_shapes[t].numel(), m_device, s);
+        }
+      },
+      [&](int64_t done) {
+        if (progress) progress(done, N);
+      });
+  return cache;
+}
+
+}  // namespace mirad

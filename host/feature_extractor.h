@@ -1,0 +1,68 @@
+// FeatureExtractor: images -> backbone taps -> 3x3-smoothed per-position features in a
+// FeatureCache. Decoding, host-to-device copies and the backbone overlap (BatchStreamer); each
+// image passes through the backbone exactly once per job.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/backbone.h"
+#include "engine/feature_cache.h"
+#include "host/resize.h"
+
+namespace mirad {
+
+class ThreadPool;
+class BatchStreamer;
+
+struct FeatureExtractorOptions {
+  std::vector<std::string> taps = {"stride8", "stride16"};  // names from the graph, or op indices
+  int64_t batch_size = 16;
+  int ring_slots = 3;
+  int image_size = 0;   // square input size; 0 = the graph's preprocess size (or 224)
+  bool smooth = true;   // 3x3 average pool per tap (stride 1, borders averaged over the inside)
+  int threads = 0;      // decode threads; 0 = one per core
+  CacheBudget budget;
+  BackboneOptions backbone;
+};
+
+class FeatureExtractor {
+ public:
+  FeatureExtractor(const std::filesystem::path& backbone_dir, Device device,
+                   const FeatureExtractorOptions& options = {});
+  ~FeatureExtractor();
+
+  // Runs every image through the backbone once. progress(done, total) after each batch.
+  std::unique_ptr<FeatureCache> extract(
+      const std::vector<std::filesystem::path>& images,
+      const std::function<void(int64_t, int64_t)>& progress = {});
+
+  const std::vector<int>& tap_ops() const { return m_tap_ops; }
+  const std::vector<std::string>& tap_names() const { return m_tap_names; }
+  const std::vector<FeatureTapShape>& tap_shapes() const { return m_shapes; }
+  const PreprocessOptions& preprocess() const { return m_pre; }
+  const Backbone& backbone() const { return *m_backbone; }
+  bool pinned() const;
+
+ private:
+  Device m_device;
+  FeatureExtractorOptions m_opt;
+  PreprocessOptions m_pre;
+  std::unique_ptr<ThreadPool> m_pool;
+  std::unique_ptr<BatchStreamer> m_streamer;
+  std::unique_ptr<Backbone> m_backbone;
+  std::vector<int> m_tap_ops;
+  std::vector<std::string> m_tap_names;
+  std::vector<FeatureTapShape> m_shapes;
+};
+
+// Image files under the given paths: files as given, directories searched recursively for
+// .png/.jpg/.jpeg (any case), each directory's files sorted. InputError for a missing path or
+// no images at all.
+std::vector<std::filesystem::path> collect_images(const std::vector<std::filesystem::path>& paths);
+
+}  // namespace mirad
