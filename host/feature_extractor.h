@@ -65,4 +65,10 @@ class FeatureExtractor {
 // no images at all.
 std::vector<std::filesystem::path> collect_images(const std::vector<std::filesystem::path>& paths);
 
+// The user cache of converted models: $XDG_CACHE_HOME/mirad/models, else ~/.cache/mirad/models.
+std::filesystem::path model_cache_dir();
+// A backbone directory from a path holding graph.json, or a model name in model_cache_dir()
+// (e.g. "efficientnet_lite0", made by tools/setup.sh). InputError saying how to get it.
+std::filesystem::path resolve_backbone(const std::string& name_or_dir);
+
 }  // namespace mirad

@@ -5,6 +5,7 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "tools/cli/demo.h"
+#include "tools/cli/embed.h"
 #include "tools/cli/synth.h"
 
 int main(int argc, char** argv) {
@@ -36,6 +37,8 @@ int main(int argc, char** argv) {
   demo_cmd->add_flag("--json", demo.json, "machine-readable JSON on stdout, no progress bar");
   int rc = 0;
   demo_cmd->callback([&] { rc = mirad::cli::run_demo(demo); });
+  mirad::cli::EmbedOptions embed;
+  mirad::cli::add_embed_command(app, embed, &rc);
   mirad::cli::add_synth_command(app, rc);
   try {
     app.parse(argc, argv);
