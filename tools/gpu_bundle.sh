@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 arch="${1:-90}"
-MIRAD_BUILD_DIR=build-gpu MIRAD_CMAKE_ARGS="-DMIRAD_CUDA_ARCHITECTURES=$arch" tools/setup.sh
+MIRAD_BUILD_DIR=build-gpu MIRAD_CMAKE_ARGS="-DMIRAD_CUDA_ARCHITECTURES=$arch -DMIRAD_CORE_SHARED=ON" \
+  tools/setup.sh
 stage=$(mktemp -d)
 mkdir -p "$stage/bin" "$stage/lib"
 for f in build-gpu/tests/test_* build-gpu/tools/mirad build-gpu/tools/mirad_bench; do
@@ -15,10 +16,17 @@ done
 strip "$stage"/bin/* 2>/dev/null || true
 # Carry every shared library except glibc's, the C++ runtime and CUDA's own (the device has
 # its own CUDA 13 runtime, matched to its driver).
-for bin in "$stage"/bin/*; do
-  ldd "$bin" | awk '/=> \//{print $3}'
+cp -L build-gpu/libmirad_core.so "$stage/lib/"
+for bin in "$stage"/bin/* "$stage"/lib/libmirad_core.so; do
+  LD_LIBRARY_PATH=build-gpu ldd "$bin" | awk '/=> \//{print $3}'
 done | sort -u | grep -v -E '/(libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libcudnn[^/]*)\.so' \
   | while read -r lib; do cp -L "$lib" "$stage/lib/"; done
+# The reference MobileNetV2 and its photos, so the CUDA backbone tests run there too.
+if [ -d ../shared/weights/mobilenet_v2_imagenet ]; then
+  mkdir -p "$stage/shared/weights" "$stage/shared/fixtures"
+  cp -r ../shared/weights/mobilenet_v2_imagenet "$stage/shared/weights/"
+  cp -r ../shared/fixtures/imagenet "$stage/shared/fixtures/"
+fi
 git rev-parse HEAD > "$stage/COMMIT" 2>/dev/null || echo unknown > "$stage/COMMIT"
 /usr/local/cuda/bin/nvcc --version | tail -1 > "$stage/NVCC"
 echo "$arch" > "$stage/ARCH"

@@ -23,10 +23,17 @@ elif [ -f .gpu-bundle.tar.xz ]; then
   bin="$b/bin" tools="$b/bin"
   export LD_LIBRARY_PATH="$b/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
   how="prebuilt bundle, commit $(cat "$b/COMMIT"), $(cat "$b/NVCC"), sm_$(cat "$b/ARCH") (device build failed: see configure.log)"
+  [ -d "$b/shared" ] && export MIRAD_SHARED="$b/shared"
 else
   echo "no CUDA build possible and no .gpu-bundle.tar.xz"; exit 2
 fi
 echo "== build: $how"
+# cuDNN: the system's, else the one PyTorch's pip wheels bring (nvidia-cudnn-cu13).
+if ! ldconfig -p 2>/dev/null | grep -q 'libcudnn.so.9'; then
+  cudnn_lib=$(python3 -c 'import nvidia.cudnn, os; print(os.path.join(list(nvidia.cudnn.__path__)[0], "lib"))' 2>/dev/null || true)
+  [ -n "$cudnn_lib" ] && export LD_LIBRARY_PATH="$cudnn_lib:${LD_LIBRARY_PATH:-}" && echo "cuDNN from $cudnn_lib"
+fi
+export MIRAD_SHARED="${MIRAD_SHARED:-$PWD/../shared}"
 
 status=0
 rows=()
@@ -63,6 +70,20 @@ echo "== benchmarks"
   --benchmark_format=console --benchmark_out="$out/bench.json" --benchmark_out_format=json \
   2>&1 | tee "$out/bench.txt"
 
+echo "== feature extraction throughput (mirad synth images -> mirad embed, MobileNetV2 taps 20,46)"
+embed_row=""
+if [ -d "$MIRAD_SHARED/weights/mobilenet_v2_imagenet" ]; then
+  "$tools/mirad" synth --out /tmp/mirad-synth --categories metal_plate --procedural --train 480 \
+    --test-good 8 --test-defect 4 --size 256 --json >"$out/synth.json" 2>&1 || status=1
+  for dev in cuda cpu; do
+    "$tools/mirad" embed /tmp/mirad-synth/metal_plate/train --device $dev --batch 32 \
+      --backbone "$MIRAD_SHARED/weights/mobilenet_v2_imagenet" --taps 20,46 \
+      --out /tmp/mirad-embed-$dev.safetensors --json >"$out/embed_$dev.json" 2>"$out/embed_$dev.err" || status=1
+    embed_row="$embed_row $(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"{d['device']}: {d['images_per_second']:.0f} img/s ({d['images']} images, cache {d['cache_tier']}, pinned {d['pinned_ring']})\")" "$out/embed_$dev.json" 2>/dev/null || echo "$dev: failed")"
+  done
+  echo "$embed_row"
+fi
+
 echo "== demo on the device"
 "$tools/mirad" demo --device cuda --json >"$out/demo.json" 2>"$out/demo.err" || status=1
 python3 - "$out/demo.json" <<'PY' || true
@@ -79,6 +100,7 @@ PY
   echo "- date: $(date -u +%FT%TZ)"
   echo "- device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
   echo "- build: $how"
+  echo "- embed (256px synth images, MobileNetV2 224 input, batch 32):$embed_row"
   echo
   echo '```'
   printf '%-26s %5s %6s %7s  %s\n' "test program" tests failed skipped verdict
