@@ -16,18 +16,16 @@
 #include "host/feature_extractor.h"
 #include "host/image.h"
 #include "host/resize.h"
+#include "shared_fixtures.h"
 
 namespace fs = std::filesystem;
 using namespace mirad;
 
 namespace {
 
-const fs::path kSource = fs::path(__FILE__).parent_path().parent_path();
+const fs::path kSource = mirad::test::source_root();
 
-fs::path photos_dir() {
-  const char* env = std::getenv("MIRAD_SHARED");
-  return (env ? fs::path(env) : kSource.parent_path() / "shared") / "fixtures" / "imagenet";
-}
+fs::path photos_dir() { return mirad::test::shared_root() / "fixtures" / "imagenet"; }
 
 double rel_stat(const float* x, int64_t n, bool want_std) {
   double s = 0, ss = 0;

@@ -14,19 +14,14 @@
 #include "engine/backbone.h"
 #include "host/image.h"
 #include "host/resize.h"
+#include "shared_fixtures.h"
 
 namespace fs = std::filesystem;
 
 namespace mirad {
 namespace {
 
-fs::path shared_root() {
-  // MIRAD_SHARED if set, else ../shared beside the checkout (found from this file's path,
-  // since ctest runs tests from the build folder).
-  const char* env = std::getenv("MIRAD_SHARED");
-  return env ? fs::path(env)
-             : fs::path(__FILE__).parent_path().parent_path().parent_path() / "shared";
-}
+using mirad::test::shared_root;
 
 struct Fixture {
   fs::path model, photos;

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "shared_fixtures.h"
 #include "backbone_test_util.h"
 #include "kernels/backbone_ops.h"
 
@@ -262,12 +263,7 @@ TEST(cuda_backbone_kernels, MatchCpuReferences) {
 
 // ---- the whole MobileNetV2 ----
 
-fs::path mobilenet_dir() {
-  const char* env = std::getenv("MIRAD_SHARED");
-  const fs::path root =
-      env ? fs::path(env) : fs::path(__FILE__).parent_path().parent_path().parent_path() / "shared";
-  return root / "weights" / "mobilenet_v2_imagenet";
-}
+fs::path mobilenet_dir() { return mirad::test::shared_root() / "weights" / "mobilenet_v2_imagenet"; }
 
 TEST(cuda_backbone_mobilenet, MatchesCpuAtTapsAndOutput) {
   SKIP_WITHOUT_DEVICE();

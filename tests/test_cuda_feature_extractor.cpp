@@ -9,5 +9,5 @@ using namespace mirad;
 TEST(CudaFeatureExtractor, CachedFeaturesEqualPerImageCpuBackbonePlusSmoothing) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
   // cuDNN may pick Winograd or FFT convolutions: float32, but not bit-identical to the CPU.
-  mirad::test::check_extractor(Device::cuda, 1e-4);
+  ASSERT_NO_FATAL_FAILURE(mirad::test::check_extractor(Device::cuda, 1e-4));
 }

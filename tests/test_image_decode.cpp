@@ -24,6 +24,8 @@
 #include "host/thread_pool.h"
 
 #include "temp_dir.h"
+#include "shared_fixtures.h"
+
 namespace fs = std::filesystem;
 using namespace mirad;
 
@@ -577,12 +579,7 @@ TEST(imageDecode, ParallelDecodeKeepsOrderAndNamesTheBadFile) {
 }
 
 TEST(imageDecode, SharedFixturesMatchPillow) {
-  // MIRAD_SHARED if set, else ../shared beside the checkout (found from this file's path,
-  // since ctest runs tests from the build folder).
-  const char* shared = std::getenv("MIRAD_SHARED");
-  const fs::path root =
-      shared ? fs::path(shared)
-             : fs::path(__FILE__).parent_path().parent_path().parent_path() / "shared";
+  const fs::path root = mirad::test::shared_root();
   const fs::path dir = root / "fixtures" / "imagenet";
   if (!fs::exists(dir / "chelsea.png"))
     GTEST_SKIP() << "no shared fixtures at " << dir << " (set MIRAD_SHARED)";

@@ -14,6 +14,8 @@
 #include "host/image.h"
 #include "host/resize.h"
 
+#include "shared_fixtures.h"
+
 namespace fs = std::filesystem;
 using namespace mirad;
 
@@ -508,12 +510,7 @@ TEST(resizePreprocess, ResizeCropNormalise) {
 }
 
 TEST(resize, SharedFixturesMatchPillow) {
-  // MIRAD_SHARED if set, else ../shared beside the checkout (found from this file's path,
-  // since ctest runs tests from the build folder).
-  const char* shared = std::getenv("MIRAD_SHARED");
-  const fs::path root =
-      shared ? fs::path(shared)
-             : fs::path(__FILE__).parent_path().parent_path().parent_path() / "shared";
+  const fs::path root = mirad::test::shared_root();
   const fs::path dir = root / "fixtures" / "imagenet";
   if (!fs::exists(dir / "chelsea.png"))
     GTEST_SKIP() << "no shared fixtures at " << dir << " (set MIRAD_SHARED)";
