@@ -4,6 +4,7 @@
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "tools/cli/contaminate.h"
 #include "tools/cli/demo.h"
 #include "tools/cli/embed.h"
 #include "tools/cli/synth.h"
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
   demo_cmd->callback([&] { rc = mirad::cli::run_demo(demo); });
   mirad::cli::EmbedOptions embed;
   mirad::cli::add_embed_command(app, embed, &rc);
+  mirad::cli::add_contaminate_command(app, &rc);
   mirad::cli::add_synth_command(app, rc);
   try {
     app.parse(argc, argv);

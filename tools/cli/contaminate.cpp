@@ -1,0 +1,103 @@
+// `mirad contaminate DATASET --ratio R --seed S --manifest m.json`: draws int(R * |train|)
+// defect images from the test split into training (SoftPatch's protocol), writes the manifest
+// of what moved, and prints the resulting split. Nothing in the dataset is moved or modified;
+// the manifest alone defines the contaminated split, and `--check m.json` rebuilds it.
+#include "tools/cli/contaminate.h"
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "host/contamination.h"
+#include "host/dataset.h"
+#include "host/thread_pool.h"
+
+namespace mirad::cli {
+
+namespace {
+
+struct Options {
+  std::string root, layout = "mvtec", manifest, check;
+  double ratio = 0.1;
+  int64_t count = -1;
+  uint64_t seed = 0;
+  bool overlap = false, validate = false, json = false;
+};
+
+nlohmann::json summary(const Dataset& d) {
+  return {{"train", d.train.size()},
+          {"train_defect", d.count(d.train, Label::defect)},
+          {"test", d.test.size()},
+          {"test_defect", d.count(d.test, Label::defect)}};
+}
+
+int run(const Options& o) {
+  ThreadPool pool;
+  const Dataset clean = load_dataset(o.layout, o.root, &pool);
+  if (o.validate) clean.validate(&pool);
+  Dataset result;
+  ContaminationManifest manifest;
+  if (!o.check.empty()) {
+    manifest = read_manifest(o.check);
+    result = apply_manifest(clean, manifest);
+  } else {
+    ContaminationOptions co;
+    co.ratio = o.ratio;
+    if (o.count >= 0) co.count = size_t(o.count);
+    co.seed = o.seed;
+    co.overlap = o.overlap;
+    auto c = contaminate(clean, co);
+    result = std::move(c.dataset);
+    manifest = std::move(c.manifest);
+    if (!o.manifest.empty()) write_manifest(o.manifest, manifest);
+  }
+  nlohmann::json moved = nlohmann::json::array();
+  for (const Item& it : manifest.moved)
+    moved.push_back({{"path", it.path.string()}, {"defect_type", it.defect_type}});
+  if (o.json) {
+    nlohmann::json out = {{"command", "contaminate"}, {"layout", clean.layout},
+                          {"root", clean.root.string()}, {"seed", manifest.seed},
+                          {"ratio", manifest.ratio}, {"overlap", manifest.overlap},
+                          {"clean", summary(clean)}, {"contaminated", summary(result)},
+                          {"moved", moved}};
+    if (!o.manifest.empty()) out["manifest"] = o.manifest;
+    std::printf("%s\n", out.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%s (%s): train %zu good -> %zu images with %zu defective (%.1f%%); test %zu -> %zu%s\n",
+              clean.root.string().c_str(), clean.layout.c_str(), clean.train.size(),
+              result.train.size(), result.count(result.train, Label::defect),
+              100.0 * double(result.count(result.train, Label::defect)) /
+                  double(std::max<size_t>(1, result.train.size())),
+              clean.test.size(), result.test.size(), manifest.overlap ? " (overlap kept)" : "");
+  if (!o.manifest.empty()) std::printf("manifest: %s\n", o.manifest.c_str());
+  if (!o.check.empty()) std::printf("manifest %s reproduces the split\n", o.check.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void add_contaminate_command(CLI::App& app, int* rc) {
+  auto o = std::make_shared<Options>();
+  auto* cmd = app.add_subcommand(
+      "contaminate", "Add test-split defect images to training (SoftPatch protocol) and write "
+                     "a manifest; the dataset itself is never modified");
+  cmd->add_option("dataset", o->root, "dataset root (or list file for --layout list)")->required();
+  cmd->add_option("--layout", o->layout, "mvtec, ksdd2, folder or list")
+      ->check(CLI::IsMember({"mvtec", "ksdd2", "folder", "list"}))->capture_default_str();
+  cmd->add_option("--ratio", o->ratio, "contamination ratio r: int(r * |train|) defect images")
+      ->check(CLI::Range(0.0, 10.0))->capture_default_str();
+  cmd->add_option("--count", o->count, "an explicit number of defect images (overrides --ratio)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  cmd->add_option("--seed", o->seed, "random seed")->capture_default_str();
+  cmd->add_flag("--overlap", o->overlap, "keep the moved images in the test split too");
+  cmd->add_option("--manifest", o->manifest, "write the manifest JSON here (atomically)");
+  cmd->add_option("--check", o->check, "rebuild the split from this manifest instead");
+  cmd->add_flag("--validate", o->validate, "read every image and mask header first");
+  cmd->add_flag("--json", o->json, "machine-readable JSON on stdout");
+  cmd->callback([o, rc] { *rc = run(*o); });
+}
+
+}  // namespace mirad::cli
