@@ -33,6 +33,9 @@ void add_embed_command(CLI::App& app, EmbedOptions& opt, int* rc) {
   cmd->add_option("--host-budget-mb", opt.host_budget_mb,
                   "host memory for the feature cache before spilling to a mapped file (0 = auto)")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  cmd->add_option("--device-budget-mb", opt.device_budget_mb,
+                  "device memory for the feature cache (0 = half of what is free)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   cmd->add_flag("--json", opt.json, "machine-readable summary on stdout, no progress bar");
   cmd->callback([&opt, rc] { *rc = run_embed(opt); });
 }
@@ -52,6 +55,7 @@ int run_embed(const EmbedOptions& opt) {
   fo.image_size = opt.size;
   fo.smooth = !opt.no_smooth;
   fo.budget.host_bytes = uint64_t(opt.host_budget_mb) << 20;
+  fo.budget.device_bytes = uint64_t(opt.device_budget_mb) << 20;
   FeatureExtractor fx(backbone_dir, dev, fo);
   Progress bar("embedding", int64_t(images.size()), !opt.json);
   auto cache = fx.extract(images, [&](int64_t done, int64_t) { bar.update(done); });

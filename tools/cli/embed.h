@@ -21,6 +21,7 @@ struct EmbedOptions {
   int size = 0;
   bool no_smooth = false;
   int64_t host_budget_mb = 0;
+  int64_t device_budget_mb = 0;
   bool json = false;
 };
 
