@@ -6,8 +6,11 @@
 # test fails or is skipped (on a GPU machine a skipped CUDA test is a failure).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out="${OUT:-$PWD/out}"
-mkdir -p "$out"
+# Per-test logs go to a work folder; $OUT (or ./out) gets the few files worth keeping, since
+# the device tool returns at most 8 files.
+final="${OUT:-$PWD/out}"
+out=$(mktemp -d /tmp/mirad-gpu-check.XXXXXX)
+mkdir -p "$final"
 log="$out/gpu_check.log"
 exec > >(tee "$log") 2>&1
 echo "== device"
@@ -123,5 +126,11 @@ echo
 echo "== summary ($how)"
 printf '%-26s %5s %6s %7s  %s\n' "test program" tests failed skipped verdict
 printf '%s\n' "${rows[@]}"
-echo "report: $out/gpu_report.md; overall: $([ $status -eq 0 ] && echo PASS || echo FAIL)"
+echo "report: $final/gpu_report.md; overall: $([ $status -eq 0 ] && echo PASS || echo FAIL)"
+cp "$out/gpu_report.md" "$out/bench.json" "$out/demo.json" "$final/" 2>/dev/null
+cp "$out"/embed_*.json "$final/" 2>/dev/null
+# Failing test programs' logs come back too (at most three, to stay within the file limit).
+for f in $(grep -l -E "FAILED|Failure" "$out"/test_cuda_*.log 2>/dev/null | head -3); do cp "$f" "$final/"; done
+sleep 1  # let tee flush the log before it is copied
+cp "$log" "$final/"
 exit $status
