@@ -62,7 +62,7 @@ SafeTensors parse_safetensors(std::span<const uint8_t> bytes, std::string_view n
 // negative dimension, or data whose length is not the product of the shape.
 std::vector<uint8_t> serialize_safetensors(const std::map<std::string, HostTensor>& tensors,
                                            const std::map<std::string, std::string>& metadata = {});
-// serialize_safetensors, written atomically (path.tmp, then rename; fsync'ed when `sync`), so
+// serialize_safetensors, written atomically (a unique temp file, then rename; fsync'ed when `sync`), so
 // a reader never sees half a model and a failed write keeps the previous file.
 void save_safetensors(const std::filesystem::path& path,
                       const std::map<std::string, HostTensor>& tensors,

@@ -2,6 +2,7 @@
 #include "host/file_io.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -49,16 +50,25 @@ std::vector<uint8_t> read_file_bytes(const fs::path& path) {
 }
 
 void write_file_atomic(const fs::path& path, std::span<const uint8_t> bytes, bool sync) {
-  fs::path tmp = path;
-  tmp += ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  CHECK_INPUT(fd >= 0, "{}: cannot create ({})", tmp.string(), std::strerror(errno));
+  // A unique temp name beside the target (same file system, so rename is atomic), created
+  // exclusively: a fixed name would follow a planted symlink, truncate a stranger's file, and
+  // let two writers of one output interleave.
+  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
+  std::string tmpl = (dir / ("." + path.filename().string() + ".XXXXXX")).string();
+  int fd = ::mkostemp(tmpl.data(), O_CLOEXEC);
+  CHECK_INPUT(fd >= 0, "{}: cannot create a temporary file in {} ({})", path.string(),
+              dir.string(), std::strerror(errno));
+  const fs::path tmp = tmpl;
   auto fail = [&](const char* what) {
     int err = errno;
     ::close(fd);
     ::unlink(tmp.c_str());
     throw InputError(fmt::format("{}: {} failed ({})", tmp.string(), what, std::strerror(err)));
   };
+  // mkstemp makes the file 0600; outputs are ordinary files, readable as the umask allows.
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  if (::fchmod(fd, 0666 & ~mask) != 0) fail("fchmod");
   std::size_t done = 0;
   while (done < bytes.size()) {
     ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
@@ -81,6 +91,32 @@ void write_file_atomic(const fs::path& path, std::span<const uint8_t> bytes, boo
     fs::remove(tmp, ec);
     throw InputError(
         fmt::format("{}: cannot rename {} over it ({})", path.string(), tmp.string(), why));
+  }
+  if (sync) {
+    // The rename itself lives in the directory; persist it too.
+    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
+  }
+}
+
+void refuse_overwriting_inputs(const fs::path& output, const std::vector<fs::path>& inputs) {
+  std::error_code ec;
+  const fs::path out = fs::weakly_canonical(fs::absolute(output, ec), ec);
+  for (const fs::path& in : inputs) {
+    const fs::path canon = fs::weakly_canonical(fs::absolute(in, ec), ec);
+    if (fs::exists(output, ec) && fs::exists(in, ec) && fs::equivalent(output, in, ec))
+      throw InputError(fmt::format("refusing to write {}: it is one of the inputs",
+                                   output.string()));
+    if (fs::is_directory(in, ec)) {
+      auto rel = out.lexically_relative(canon);
+      if (!rel.empty() && *rel.begin() != "..")
+        throw InputError(fmt::format(
+            "refusing to write {} inside the input folder {}: the input data is never modified",
+            output.string(), in.string()));
+    }
   }
 }
 

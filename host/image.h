@@ -101,7 +101,7 @@ std::vector<Image> decode_images(std::span<const std::filesystem::path> paths,
                                  const DecodeOptions& options, ThreadPool& pool);
 
 // Encodes as PNG: u8 images as 8-bit, f32 images as 16-bit (round(v * 65535 / 255), clamped),
-// gray or RGB by channel count. The file is written atomically (path.tmp, then rename);
+// gray or RGB by channel count. The file is written atomically (a unique temp file, then rename);
 // `sync` as in write_file_atomic.
 std::vector<uint8_t> encode_png(const Image& image);
 void encode_png(const std::filesystem::path& path, const Image& image, bool sync = true);

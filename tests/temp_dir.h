@@ -31,4 +31,11 @@ class TempDir {
   std::filesystem::path m_path;
 };
 
+// True when `dir` holds a leftover temporary file of write_file_atomic (".<name>.XXXXXX").
+inline bool has_atomic_write_leftovers(const std::filesystem::path& dir) {
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().filename().string().starts_with(".")) return true;
+  return false;
+}
+
 }  // namespace mirad::test

@@ -13,6 +13,7 @@
 #include <limits>
 #include <string>
 
+#include "temp_dir.h"
 #include "engine/error.h"
 #include "engine/safetensors.h"
 
@@ -71,7 +72,7 @@ TEST_F(safetensors_files, RoundTripKeepsShapesDataAndMetadata) {
   const std::map<std::string, std::string> meta = {{"backbone", "mobilenet_v2"}, {"tap", "20"}};
   const fs::path file = m_dir / "model.safetensors";
   save_safetensors(file, t, meta);
-  EXPECT_FALSE(fs::exists(m_dir / "model.safetensors.tmp"));
+  EXPECT_FALSE(mirad::test::has_atomic_write_leftovers(m_dir));
 
   const SafeTensors st = load_safetensors(file);
   EXPECT_EQ(st.name(), file.string());

@@ -12,6 +12,7 @@
 
 #include "host/contamination.h"
 #include "host/dataset.h"
+#include "host/file_io.h"
 #include "host/thread_pool.h"
 
 namespace mirad::cli {
@@ -34,8 +35,19 @@ nlohmann::json summary(const Dataset& d) {
 }
 
 int run(const Options& o) {
+  if (!o.manifest.empty()) refuse_overwriting_inputs(o.manifest, {o.root});
   ThreadPool pool;
   const Dataset clean = load_dataset(o.layout, o.root, &pool);
+  if (!o.manifest.empty()) {
+    // A list layout's items can live anywhere: protect every file the dataset names.
+    std::vector<std::filesystem::path> files{clean.root};
+    for (const auto* split : {&clean.train, &clean.test})
+      for (const Item& it : *split) {
+        files.push_back(it.path);
+        if (!it.mask_path.empty()) files.push_back(it.mask_path);
+      }
+    refuse_overwriting_inputs(o.manifest, files);
+  }
   if (o.validate) clean.validate(&pool);
   Dataset result;
   ContaminationManifest manifest;
@@ -87,14 +99,18 @@ void add_contaminate_command(CLI::App& app, int* rc) {
   cmd->add_option("dataset", o->root, "dataset root (or list file for --layout list)")->required();
   cmd->add_option("--layout", o->layout, "mvtec, ksdd2, folder or list")
       ->check(CLI::IsMember({"mvtec", "ksdd2", "folder", "list"}))->capture_default_str();
-  cmd->add_option("--ratio", o->ratio, "contamination ratio r: int(r * |train|) defect images")
+  auto* ratio = cmd->add_option("--ratio", o->ratio, "contamination ratio r: int(r * |train|) defect images")
       ->check(CLI::Range(0.0, 10.0))->capture_default_str();
-  cmd->add_option("--count", o->count, "an explicit number of defect images (overrides --ratio)")
+  auto* count = cmd->add_option("--count", o->count, "an explicit number of defect images (overrides --ratio)")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
-  cmd->add_option("--seed", o->seed, "random seed")->capture_default_str();
-  cmd->add_flag("--overlap", o->overlap, "keep the moved images in the test split too");
-  cmd->add_option("--manifest", o->manifest, "write the manifest JSON here (atomically)");
-  cmd->add_option("--check", o->check, "rebuild the split from this manifest instead");
+  auto* seed = cmd->add_option("--seed", o->seed, "random seed")->capture_default_str();
+  auto* overlap =
+      cmd->add_flag("--overlap", o->overlap, "keep the moved images in the test split too");
+  auto* manifest =
+      cmd->add_option("--manifest", o->manifest, "write the manifest JSON here (atomically)");
+  // --check reads a manifest: the drawing options would be silently ignored, so refuse them.
+  cmd->add_option("--check", o->check, "rebuild the split from this manifest instead")
+      ->excludes(ratio)->excludes(count)->excludes(seed)->excludes(overlap)->excludes(manifest);
   cmd->add_flag("--validate", o->validate, "read every image and mask header first");
   cmd->add_flag("--json", o->json, "machine-readable JSON on stdout");
   cmd->callback([o, rc] { *rc = run(*o); });

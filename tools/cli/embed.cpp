@@ -11,6 +11,7 @@
 
 #include "engine/safetensors.h"
 #include "host/feature_extractor.h"
+#include "host/file_io.h"
 #include "tools/cli/progress.h"
 
 namespace mirad::cli {
@@ -46,6 +47,7 @@ int run_embed(const EmbedOptions& opt) {
   const auto backbone_dir = resolve_backbone(opt.backbone);
   std::vector<std::filesystem::path> inputs(opt.inputs.begin(), opt.inputs.end());
   const auto images = collect_images(inputs);
+  refuse_overwriting_inputs(opt.out, inputs);
   FeatureExtractorOptions fo;
   fo.taps.clear();
   std::stringstream ss(opt.taps);
