@@ -257,9 +257,20 @@ void CouplingFlow<T>::inverse(const Buffer<T>& params, MatrixView<const T> z,
   check_condition(c, z.rows);
   auto bad = m_impl->nonfinite_rows(z.data, z.rows, m_cfg.dim);
   CHECK_INPUT(bad.empty(), "flow: input z has NaN or Inf in samples {}", list_rows(bad));
+  // The subnet's ReLU maps NaN to 0, so a NaN condition or parameter would come out as
+  // plausible finite numbers: check them, and the result, explicitly.
+  if (m_cfg.cond_dim > 0) {
+    bad = m_impl->nonfinite_rows(c.data, z.rows, m_cfg.cond_dim);
+    CHECK_INPUT(bad.empty(), "flow: condition has NaN or Inf in samples {}", list_rows(bad));
+  }
+  CHECK_INPUT(!any_nonfinite(*m_impl, params.data(), m_layout.n_params),
+              "flow: parameters hold NaN or Inf (diverged training?)");
   m_cached_n = 0;
   m_impl->inverse(params.data(), z.data, c.data, z.rows, x.data);
   m_impl->synchronize();
+  bad = m_impl->nonfinite_rows(x.data, z.rows, m_cfg.dim);
+  CHECK_INPUT(bad.empty(), "flow: inverse overflowed (NaN or Inf) in samples {}; z is far "
+              "outside what the flow maps to", list_rows(bad));
 }
 
 template <typename T>
@@ -267,6 +278,7 @@ void CouplingFlow<T>::backward(const Buffer<T>& params, MatrixView<const T> c, B
                                MatrixView<T> grad_x) {
   check_params(params, "parameter");
   check_params(grad, "gradient");
+  CHECK_INPUT(grad.data() != params.data(), "flow: the gradient buffer must not be the parameters");
   check_cached(c);
   if (grad_x.data) {
     check_rows(grad_x, m_cfg.dim, "input gradient");
@@ -284,6 +296,11 @@ void CouplingFlow<T>::hvp(const Buffer<T>& params, MatrixView<const T> c, const 
   check_params(v, "direction v");
   check_params(grad, "gradient");
   check_params(hv, "Hessian-vector product");
+  // The reverse pass writes grad and hv while it still reads params and v.
+  CHECK_INPUT(grad.data() != params.data() && grad.data() != v.data() &&
+                  hv.data() != params.data() && hv.data() != v.data() &&
+                  hv.data() != grad.data(),
+              "flow: hvp() needs separate buffers for params, v, grad and hv");
   check_cached(c);
   CHECK_INPUT(!any_nonfinite(*m_impl, v.data(), m_layout.n_params),
               "flow: direction v holds NaN or Inf");
@@ -297,9 +314,17 @@ void CouplingFlow<T>::init_actnorm(Buffer<T>& params, MatrixView<const T> x,
   check_params(params, "parameter");
   const int64_t D = m_cfg.dim;
   auto h = params.to_host(m_stream);
+  const std::vector<T> original = h;
   for (int64_t j = 0; j < D; ++j) h[m_layout.log_scale + j] = T(0), h[m_layout.bias + j] = T(0);
   params.copy_from(h.data(), Device::cpu, h.size(), m_stream);
-  forward(params, x, c);
+  try {
+    forward(params, x, c);
+  } catch (...) {
+    // A rejected input must not cost the caller its parameters.
+    params.copy_from(original.data(), Device::cpu, original.size(), m_stream);
+    mem::synchronize(m_stream);
+    throw;
+  }
   const int64_t N = x.rows;
   std::vector<T> y(N * D);
   mem::copy(y.data(), Device::cpu, m_impl->last_block_output(), m_device, sizeof(T) * N * D,

@@ -2,6 +2,7 @@
 #include "engine/flow_config.h"
 
 #include <set>
+#include <type_traits>
 
 #include "engine/error.h"
 
@@ -13,6 +14,13 @@ void FlowConfig::validate() const {
   CHECK_INPUT(n_blocks >= 1, "flow: n_blocks must be >= 1 (got {})", n_blocks);
   CHECK_INPUT(hidden >= 0, "flow: hidden must be >= 0 (0 = 2*dim; got {})", hidden);
   CHECK_INPUT(clamp > 0 && clamp < 20, "flow: clamp must be in (0, 20) (got {})", clamp);
+  // Bounds that keep every index in int32 (permutations) and the parameter count in int64.
+  constexpr int64_t kMaxWidth = int64_t(1) << 20;
+  CHECK_INPUT(dim <= kMaxWidth, "flow: dim must be <= {} (got {})", kMaxWidth, dim);
+  CHECK_INPUT(cond_dim <= kMaxWidth, "flow: cond_dim must be <= {} (got {})", kMaxWidth, cond_dim);
+  CHECK_INPUT(hidden <= 2 * kMaxWidth, "flow: hidden must be <= {} (got {})", 2 * kMaxWidth,
+              hidden);
+  CHECK_INPUT(n_blocks <= 1024, "flow: n_blocks must be <= 1024 (got {})", n_blocks);
 }
 
 nlohmann::json FlowConfig::to_json() const {
@@ -30,12 +38,18 @@ FlowConfig FlowConfig::from_json(const nlohmann::json& j) {
   FlowConfig c;
   auto get = [&](const char* key, auto& field) {
     if (!j.contains(key)) return;
-    try {
-      j.at(key).get_to(field);
-    } catch (const nlohmann::json::exception&) {
-      throw InputError(fmt::format("flow config: key '{}' has the wrong type ({})", key,
-                                   j.at(key).dump()));
-    }
+    const auto& v = j.at(key);
+    using F = std::decay_t<decltype(field)>;
+    // nlohmann converts 16.9 to 16 and -1 to 2^64-1 without a word: integers must be integers.
+    const bool ok = std::is_integral_v<F>
+                        ? (std::is_unsigned_v<F> ? v.is_number_unsigned() : v.is_number_integer())
+                        : v.is_number();
+    CHECK_INPUT(ok, "flow config: key '{}' must be {} (got {})", key,
+                std::is_integral_v<F> ? (std::is_unsigned_v<F> ? "a non-negative integer"
+                                                               : "an integer")
+                                      : "a number",
+                v.dump());
+    v.get_to(field);
   };
   get("dim", c.dim);
   get("cond_dim", c.cond_dim);

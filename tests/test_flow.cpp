@@ -212,6 +212,10 @@ TEST(Flow, ConfigRejectsUnknownKeysAndBadValues) {
   EXPECT_THROW(FlowConfig::from_json({{"dim", 1}}), InputError);
   EXPECT_THROW(FlowConfig::from_json({{"dim", 8}, {"clamp", -1.0}}), InputError);
   EXPECT_THROW(FlowConfig::from_json({{"dim", "eight"}}), InputError);
+  EXPECT_THROW(FlowConfig::from_json({{"dim", 16.9}}), InputError);    // not silently 16
+  EXPECT_THROW(FlowConfig::from_json({{"dim", 8}, {"seed", -1}}), InputError);
+  EXPECT_THROW(FlowConfig::from_json({{"dim", 3000000000LL}}), InputError);
+  EXPECT_THROW(FlowConfig::from_json({{"dim", 8}, {"n_blocks", 100000}}), InputError);
   auto c = FlowConfig::from_json({{"dim", 8}, {"n_blocks", 4}, {"clamp", 1.5}});
   EXPECT_EQ(c.n_blocks, 4);
   EXPECT_EQ(FlowConfig::from_json(c.to_json()).to_json(), c.to_json());
@@ -248,6 +252,25 @@ TEST(Flow, BadInputGetsClearErrors) {
   EXPECT_THROW(flow.backward(params, mat(c, N, 2), g), InputError);
   // Valid call still works after the failures.
   EXPECT_TRUE(std::isfinite(flow.forward(params, mat(x, N, 4), mat(c, N, 2))));
+  // Output buffers that alias the inputs of backward() / hvp().
+  EXPECT_THROW(flow.backward(params, mat(c, N, 2), params), InputError);
+  Buffer<float> v = flow.init_params(), g2(flow.n_params(), Device::cpu);
+  EXPECT_THROW(flow.hvp(params, mat(c, N, 2), v, g2, v), InputError);
+  EXPECT_THROW(flow.hvp(params, mat(c, N, 2), v, g2, g2), InputError);
+  // inverse(): a NaN condition or parameter would come out finite through the ReLU.
+  std::vector<float> z(N * 4), xb(N * 4);
+  auto bad_c = c;
+  bad_c[3] = NAN;
+  EXPECT_THROW(flow.inverse(params, mat(z, N, 4), mat(bad_c, N, 2), mat(xb, N, 4)), InputError);
+  auto hp = params.to_host();
+  hp[1] = NAN;
+  auto bad_params = Buffer<float>::from_host(hp, Device::cpu);
+  EXPECT_THROW(flow.inverse(bad_params, mat(z, N, 4), mat(c, N, 2), mat(xb, N, 4)), InputError);
+  // A failed init_actnorm leaves the caller's parameters (ActNorm included) as they were.
+  params = random_params(flow, 71);
+  auto before = params.to_host();
+  EXPECT_THROW(flow.init_actnorm(params, mat(bad, N, 4), mat(c, N, 2)), InputError);
+  EXPECT_EQ(params.to_host(), before);
 }
 
 // The CPU backend threads its loops with OpenMP; every element and column sum keeps its serial
