@@ -68,9 +68,16 @@ FeatureCache::FeatureCache(std::vector<FeatureTapShape> taps, int64_t n_images, 
   const uint64_t dev_budget = budget.device_bytes ? budget.device_bytes : device_free_bytes() / 2;
   const uint64_t host_budget = budget.host_bytes ? budget.host_bytes : mem_available_bytes() / 2;
   if (device == Device::cuda && m_bytes <= dev_budget) {
-    m_tier = CacheTier::device;
-    m_device = Buffer<float>(floats, Device::cuda);
-    return;
+    try {
+      m_device = Buffer<float>(floats, Device::cuda);
+      m_tier = CacheTier::device;
+      return;
+    } catch (const std::exception&) {
+      // Free memory was an estimate; someone else took it meanwhile. Host memory will do.
+#ifdef MIRAD_HAVE_CUDA
+      cudaGetLastError();
+#endif
+    }
   }
   if (m_bytes <= host_budget) {
     m_host = PinnedBuffer<float>(floats);
@@ -86,16 +93,20 @@ FeatureCache::FeatureCache(std::vector<FeatureTapShape> taps, int64_t n_images, 
   CHECK_INPUT(fd >= 0, "feature cache: cannot create a spill file in {}: {}", dir.string(),
               std::strerror(errno));
   ::unlink(tmpl.c_str());
-  if (::ftruncate(fd, off_t(m_bytes)) != 0) {
-    int err = errno;
+  // Reserve the blocks now: a sparse file would only fail when a page is first written, and
+  // on a full disk that failure is a SIGBUS, not an error anyone can report.
+  if (int err = ::posix_fallocate(fd, 0, off_t(m_bytes)); err != 0) {
     ::close(fd);
-    throw InputError(fmt::format("feature cache: cannot size the spill file in {} to {} bytes: {}",
-                                 dir.string(), m_bytes, std::strerror(err)));
+    throw InputError(fmt::format(
+        "feature cache: cannot reserve {} bytes for the spill file in {}: {} (free disk space, "
+        "or raise the memory budgets)",
+        m_bytes, dir.string(), std::strerror(err)));
   }
   void* p = ::mmap(nullptr, m_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const int map_err = errno;
   ::close(fd);
   CHECK_INPUT(p != MAP_FAILED, "feature cache: cannot map {} bytes: {}", m_bytes,
-              std::strerror(errno));
+              std::strerror(map_err));
   m_mapped = static_cast<float*>(p);
   m_tier = CacheTier::mapped_file;
 }

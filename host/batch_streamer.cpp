@@ -57,11 +57,13 @@ BatchStreamer::BatchStreamer(int64_t image_numel, const StreamerOptions& options
     CUDA_CHECK_THROW(cudaStreamCreateWithFlags(&m->compute, cudaStreamNonBlocking));
     for (int s = 0; s < options.ring_slots; ++s) {
       m->device.emplace_back(slot_floats, Device::cuda);
-      cudaEvent_t a, b;
-      CUDA_CHECK_THROW(cudaEventCreateWithFlags(&a, cudaEventDisableTiming));
-      CUDA_CHECK_THROW(cudaEventCreateWithFlags(&b, cudaEventDisableTiming));
-      m->copy_done.push_back(a);
-      m->compute_done.push_back(b);
+      // Each event joins its vector as soon as it exists, so ~Impl frees it if a later
+      // creation throws.
+      cudaEvent_t e = nullptr;
+      CUDA_CHECK_THROW(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+      m->copy_done.push_back(e);
+      CUDA_CHECK_THROW(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+      m->compute_done.push_back(e);
     }
 #else
     throw InputError("batch streamer: CUDA requested but this build has no CUDA backend");

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cstdlib>
 
 #include "engine/error.h"
@@ -30,7 +31,8 @@ bbops::PoolGeom smoothing_geom(int64_t n, const FeatureTapShape& s) {
 
 bool is_image_file(const std::filesystem::path& p) {
   std::string ext = p.extension().string();
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
 }
 
@@ -101,8 +103,17 @@ FeatureExtractor::FeatureExtractor(const std::filesystem::path& backbone_dir, De
   m_backbone = std::make_unique<Backbone>(backbone_dir, device, m_streamer->compute_stream(),
                                           options.backbone);
   for (const auto& t : options.taps) {
-    const bool numeric = !t.empty() && std::all_of(t.begin(), t.end(), ::isdigit);
-    m_tap_ops.push_back(numeric ? std::stoi(t) : m_backbone->tap(t));
+    int op = 0;
+    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), op);
+    const bool numeric = !t.empty() && ec == std::errc() && end == t.data() + t.size();
+    CHECK_INPUT(numeric || ec != std::errc::result_out_of_range,
+                "feature extractor: tap '{}' is not an op index of this graph ({} ops)", t,
+                m_backbone->n_ops());
+    if (numeric)
+      CHECK_INPUT(op >= 0 && op < m_backbone->n_ops(),
+                  "feature extractor: tap {} out of range: the graph has ops 0..{}", op,
+                  m_backbone->n_ops() - 1);
+    m_tap_ops.push_back(numeric ? op : m_backbone->tap(t));
     m_tap_names.push_back(numeric ? "op" + t : t);
   }
   const TensorShape in{1, 3, size, size};

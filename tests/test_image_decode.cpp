@@ -486,7 +486,7 @@ TEST(imageEncode, RoundTripsAndWritesAtomically) {
   encode_png(dir / "rgb.png", rgb);
   encode_png(dir / "gray.png", gray);
   encode_png(dir / "f.png", f);
-  EXPECT_FALSE(mirad::test::has_atomic_write_leftovers(dir));
+  EXPECT_FALSE(mirad::test::has_atomic_write_leftovers(dir.path()));
 
   Image a = decode_image(dir / "rgb.png");
   EXPECT_EQ(std::vector<uint8_t>(a.u8(), a.u8() + a.numel()),

@@ -132,24 +132,32 @@ int run_demo(const DemoOptions& opt) {
         next.push_back(i);
       }
     }
+    // Rejecting past min_keep would leave too little to learn from: the round is then
+    // reported but not applied, and the retained set stays as it was.
+    const bool applied = !(double(next.size()) < opt.min_keep * opt.n_samples);
+    const std::vector<int64_t>& retained = applied ? next : kept;
     int64_t bad_left = 0;
-    for (int64_t i : next) bad_left += data.contaminated[i];
+    for (int64_t i : retained) bad_left += data.contaminated[i];
     const double score_auroc = auroc(nll_all, data.contaminated);
     rounds.push_back({{"round", round},
                       {"train_nll", loss},
                       {"threshold", threshold},
                       {"rejected", rejected},
                       {"rejected_contaminated", rejected_bad},
-                      {"retained", next.size()},
+                      {"applied", applied},
+                      {"retained", retained.size()},
                       {"contaminated_left", bad_left},
                       {"auroc", score_auroc}});
     if (!opt.json)
       std::printf("round %d: train NLL %.3f, tau = Q3 + %.1f*IQR = %.3f, rejected %lld "
                   "(%lld contaminated), %lld contaminated left of %zu retained, AUROC %.4f\n",
                   round, loss, opt.iqr_k, threshold, (long long)rejected,
-                  (long long)rejected_bad, (long long)bad_left, next.size(), score_auroc);
-    const bool stop = rejected == 0 || double(next.size()) < opt.min_keep * opt.n_samples;
-    if (!(double(next.size()) < opt.min_keep * opt.n_samples)) kept = std::move(next);
+                  (long long)rejected_bad, (long long)bad_left, retained.size(), score_auroc);
+    if (!applied && !opt.json)
+      std::printf("round %d not applied: it would keep fewer than %.0f%% of the vectors\n",
+                  round, 100 * opt.min_keep);
+    const bool stop = rejected == 0 || !applied;
+    if (applied) kept = std::move(next);
     if (stop) break;
   }
   if (opt.json) {
