@@ -5,20 +5,12 @@
 
 #include <cblas.h>
 
-#include <algorithm>
-
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
 
 #include "engine/device.h"
 #include "kernels/coupling_math.h"
-
-// Row loops run on OpenMP threads when the work is large enough to pay for the fork; every
-// output element (and every column sum) is computed by one thread in the serial order, so the
-// results are bit-identical whatever the thread count.
-#define MIRAD_PRAGMA(x) _Pragma(#x)
-#define MIRAD_OMP_FOR_IF(work) MIRAD_PRAGMA(omp parallel for schedule(static) if ((work) > 32768))
 
 namespace mirad {
 
@@ -28,8 +20,6 @@ struct CpuFlowOps {
   using Scalar = T;
   static constexpr Device device = Device::cpu;
   Stream stream{};
-  // Columns per thread in the column reductions: wide enough for whole cache lines.
-  static constexpr int64_t kColBlock = 64;
 
   // Row-major C[M,N] = alpha*op(A)*op(B) + beta*C, op(A) is M x K and op(B) is K x N.
   void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
@@ -46,45 +36,35 @@ struct CpuFlowOps {
   // dst[n, i] = src[n, idx[i]] for i < n_out: applies the fixed permutation of a block.
   void gather_cols(int64_t N, int64_t n_out, const int32_t* idx, const T* src, int64_t lds,
                    T* dst, int64_t ldd) const {
-    MIRAD_OMP_FOR_IF(N * n_out)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t i = 0; i < n_out; ++i) dst[n * ldd + i] = src[n * lds + idx[i]];
   }
 
   // dst[n, :] = b: seeds a GEMM output with its bias so the GEMM can accumulate (beta = 1).
   void broadcast_rows(int64_t N, int64_t W, const T* b, T* dst, int64_t ldd) const {
-    MIRAD_OMP_FOR_IF(N * W)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < W; ++j) dst[n * ldd + j] = b[j];
   }
 
   void relu(int64_t n, const T* a, T* r) const {
-    MIRAD_OMP_FOR_IF(n)
     for (int64_t i = 0; i < n; ++i) r[i] = a[i] > T(0) ? a[i] : T(0);
   }
 
   // out = in where a > 0, else 0: ReLU's Jacobian, used for gradients and tangents alike.
   void relu_mask(int64_t n, const T* a, const T* in, T* out) const {
-    MIRAD_OMP_FOR_IF(n)
     for (int64_t i = 0; i < n; ++i) out[i] = a[i] > T(0) ? in[i] : T(0);
   }
 
   // dst[j] = beta*dst[j] + sum_n src[n, j]: bias gradients.
   void col_sum(int64_t N, int64_t W, const T* src, int64_t lds, T beta, T* dst) const {
-    // Threads own blocks of columns and walk the rows in order within them.
-    MIRAD_OMP_FOR_IF(N * W)
-    for (int64_t j0 = 0; j0 < W; j0 += kColBlock) {
-      const int64_t j1 = std::min(W, j0 + kColBlock);
-      for (int64_t j = j0; j < j1; ++j) dst[j] = beta == T(0) ? T(0) : beta * dst[j];
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t j = j0; j < j1; ++j) dst[j] += src[n * lds + j];
-    }
+    for (int64_t j = 0; j < W; ++j) dst[j] = beta == T(0) ? T(0) : beta * dst[j];
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < W; ++j) dst[j] += src[n * lds + j];
   }
 
   // o = [u | t] (N x 2*d2): s = clamp(u), y2 = x2*exp(s) + t, log_det[n] += sum_j s.
   void coupling_forward(int64_t N, int64_t d2, T clamp, const T* o, const T* x2, int64_t ldx,
                         T* y2, int64_t ldy, T* s, T* log_det) const {
-    MIRAD_OMP_FOR_IF(N * d2)
     for (int64_t n = 0; n < N; ++n) {
       const T* u = o + n * 2 * d2;
       const T* t = u + d2;
@@ -101,7 +81,6 @@ struct CpuFlowOps {
 
   void coupling_inverse(int64_t N, int64_t d2, T clamp, const T* o, const T* y2, int64_t ldy,
                         T* x2, int64_t ldx) const {
-    MIRAD_OMP_FOR_IF(N * d2)
     for (int64_t n = 0; n < N; ++n) {
       const T* u = o + n * 2 * d2;
       const T* t = u + d2;
@@ -113,7 +92,6 @@ struct CpuFlowOps {
   // g2 holds dL/dy2 on entry and dL/dx2 on exit (same layout); g_o = [dL/du | dL/dt].
   void coupling_backward(int64_t N, int64_t d2, T clamp, T inv_n, const T* x2, int64_t ldx,
                          const T* s, T* g2, int64_t ldg, T* g_o) const {
-    MIRAD_OMP_FOR_IF(N * d2)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < d2; ++j) {
         auto g = math::coupling_grad(g2[n * ldg + j], x2[n * ldx + j], s[n * d2 + j], clamp,
@@ -128,7 +106,6 @@ struct CpuFlowOps {
   void coupling_tangent(int64_t N, int64_t d2, T clamp, const T* x2, int64_t ldx, const T* s,
                         const T* x2_dot, int64_t ldxd, const T* o_dot, T* y2_dot, int64_t ldyd,
                         T* s_dot) const {
-    MIRAD_OMP_FOR_IF(N * d2)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < d2; ++j) {
         auto r = math::coupling_tangent(x2[n * ldx + j], s[n * d2 + j], clamp,
@@ -143,7 +120,6 @@ struct CpuFlowOps {
   void coupling_backward_hvp(int64_t N, int64_t d2, T clamp, T inv_n, const T* x2, int64_t ldx,
                              const T* s, const T* x2_dot, int64_t ldxd, const T* s_dot, T* g2,
                              T* g2_dot, int64_t ldg, T* g_o, T* g_o_dot) const {
-    MIRAD_OMP_FOR_IF(N * d2)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < d2; ++j) {
         auto r = math::coupling_grad_hvp(g2[n * ldg + j], g2_dot[n * ldg + j], x2[n * ldx + j],
@@ -160,12 +136,10 @@ struct CpuFlowOps {
 
   // ActNorm z = y*exp(ls) + b (all N x D contiguous).
   void actnorm_forward(int64_t N, int64_t D, const T* ls, const T* b, const T* y, T* z) const {
-    MIRAD_OMP_FOR_IF(N * D)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < D; ++j) z[n * D + j] = math::actnorm_z(y[n * D + j], ls[j], b[j]);
   }
   void actnorm_inverse(int64_t N, int64_t D, const T* ls, const T* b, const T* z, T* y) const {
-    MIRAD_OMP_FOR_IF(N * D)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < D; ++j) y[n * D + j] = math::actnorm_y(z[n * D + j], ls[j], b[j]);
   }
@@ -174,7 +148,6 @@ struct CpuFlowOps {
   void nll_rows(int64_t N, int64_t D, const T* z, const T* log_det, const T* ls, T* nll) const {
     T sum_ls = 0;
     for (int64_t j = 0; j < D; ++j) sum_ls += ls[j];
-    MIRAD_OMP_FOR_IF(N * D)
     for (int64_t n = 0; n < N; ++n) {
       T sq = 0;
       for (int64_t j = 0; j < D; ++j) sq += z[n * D + j] * z[n * D + j];
@@ -186,24 +159,19 @@ struct CpuFlowOps {
   // g_y = (z/N)*exp(ls), g_ls_j = sum_n (z/N)*(z - b) - 1, g_b_j = sum_n z/N.
   void actnorm_backward(int64_t N, int64_t D, T inv_n, const T* ls, const T* b, const T* z,
                         T* g_y, T* g_ls, T* g_b) const {
-    MIRAD_OMP_FOR_IF(N * D)
-    for (int64_t j0 = 0; j0 < D; j0 += kColBlock) {
-      const int64_t j1 = std::min(D, j0 + kColBlock);
-      for (int64_t j = j0; j < j1; ++j) g_ls[j] = T(-1), g_b[j] = T(0);
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t j = j0; j < j1; ++j) {
-          auto g = math::actnorm_grad(z[n * D + j], math::exp_(ls[j]), b[j], inv_n);
-          g_y[n * D + j] = g.g_y;
-          g_ls[j] += g.g_ls_term;
-          g_b[j] += g.g_b_term;
-        }
-    }
+    for (int64_t j = 0; j < D; ++j) g_ls[j] = T(-1), g_b[j] = T(0);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < D; ++j) {
+        auto g = math::actnorm_grad(z[n * D + j], math::exp_(ls[j]), b[j], inv_n);
+        g_y[n * D + j] = g.g_y;
+        g_ls[j] += g.g_ls_term;
+        g_b[j] += g.g_b_term;
+      }
   }
 
   // Tangent of ActNorm: z_dot = (y_dot + y*ls_dot)*exp(ls) + b_dot.
   void actnorm_tangent(int64_t N, int64_t D, const T* ls, const T* ls_dot, const T* b_dot,
                        const T* y, const T* y_dot, T* z_dot) const {
-    MIRAD_OMP_FOR_IF(N * D)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < D; ++j)
         z_dot[n * D + j] = math::actnorm_z_dot(y[n * D + j], y_dot[n * D + j], math::exp_(ls[j]),
@@ -214,27 +182,22 @@ struct CpuFlowOps {
   void actnorm_backward_hvp(int64_t N, int64_t D, T inv_n, const T* ls, const T* b,
                             const T* ls_dot, const T* b_dot, const T* z, const T* z_dot, T* g_y,
                             T* g_y_dot, T* g_ls, T* g_b, T* hv_ls, T* hv_b) const {
-    MIRAD_OMP_FOR_IF(N * D)
-    for (int64_t j0 = 0; j0 < D; j0 += kColBlock) {
-      const int64_t j1 = std::min(D, j0 + kColBlock);
-      for (int64_t j = j0; j < j1; ++j) g_ls[j] = T(-1), g_b[j] = hv_ls[j] = hv_b[j] = T(0);
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t j = j0; j < j1; ++j) {
-          auto g = math::actnorm_grad_hvp(z[n * D + j], z_dot[n * D + j], math::exp_(ls[j]),
-                                          b[j], ls_dot[j], b_dot[j], inv_n);
-          g_y[n * D + j] = g.g_y;
-          g_y_dot[n * D + j] = g.g_y_dot;
-          g_ls[j] += g.g_ls_term;
-          g_b[j] += g.g_b_term;
-          hv_ls[j] += g.hv_ls_term;
-          hv_b[j] += g.hv_b_term;
-        }
-    }
+    for (int64_t j = 0; j < D; ++j) g_ls[j] = T(-1), g_b[j] = hv_ls[j] = hv_b[j] = T(0);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t j = 0; j < D; ++j) {
+        auto g = math::actnorm_grad_hvp(z[n * D + j], z_dot[n * D + j], math::exp_(ls[j]), b[j],
+                                        ls_dot[j], b_dot[j], inv_n);
+        g_y[n * D + j] = g.g_y;
+        g_y_dot[n * D + j] = g.g_y_dot;
+        g_ls[j] += g.g_ls_term;
+        g_b[j] += g.g_b_term;
+        hv_ls[j] += g.hv_ls_term;
+        hv_b[j] += g.hv_b_term;
+      }
   }
 
   // flags[n] = 1 when row n holds a NaN or Inf.
   void nonfinite_rows(int64_t N, int64_t D, const T* x, int64_t ldx, uint8_t* flags) const {
-    MIRAD_OMP_FOR_IF(N * D)
     for (int64_t n = 0; n < N; ++n) {
       uint8_t bad = 0;
       for (int64_t j = 0; j < D; ++j) bad |= !std::isfinite(x[n * ldx + j]);

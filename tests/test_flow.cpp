@@ -2,10 +2,7 @@
 // and Hessian-vector products against float64 central differences, and bad-input errors.
 #include <gtest/gtest.h>
 
-#include <omp.h>
-
 #include <cmath>
-#include <cstring>
 
 #include "engine/error.h"
 #include "engine/flow.h"
@@ -271,34 +268,4 @@ TEST(Flow, BadInputGetsClearErrors) {
   auto before = params.to_host();
   EXPECT_THROW(flow.init_actnorm(params, mat(bad, N, 4), mat(c, N, 2)), InputError);
   EXPECT_EQ(params.to_host(), before);
-}
-
-// The CPU backend threads its loops with OpenMP; every element and column sum keeps its serial
-// order, so results must be bit-identical for any thread count.
-TEST(Flow, CpuResultsAreBitIdenticalAcrossThreadCounts) {
-  FlowConfig cfg = small_config(97, 16, 4, 0);
-  CouplingFlow<float> flow(cfg, Device::cpu);
-  auto params = random_params(flow, 61, 0.02);
-  const int64_t N = 700;  // large enough that every loop takes the threaded path
-  auto x = randn<float>(N * 97, 62);
-  auto c = randn<float>(N * 16, 63);
-  auto v = Buffer<float>::from_host(randn<float>(flow.n_params(), 64), Device::cpu);
-  auto run = [&](int threads) {
-    omp_set_num_threads(threads);
-    std::vector<float> z(N * 97), gx(N * 97), nll;
-    flow.forward(params, mat(x, N, 97), mat(c, N, 16), mat(z, N, 97), &nll);
-    Buffer<float> g(flow.n_params(), Device::cpu), hv(flow.n_params(), Device::cpu);
-    flow.backward(params, mat(c, N, 16), g, mat(gx, N, 97));
-    flow.hvp(params, mat(c, N, 16), v, g, hv);
-    std::vector<float> all = z;
-    for (auto* part : {&gx, &nll}) all.insert(all.end(), part->begin(), part->end());
-    for (auto h : {g.to_host(), hv.to_host()}) all.insert(all.end(), h.begin(), h.end());
-    return all;
-  };
-  const int before = omp_get_max_threads();
-  auto one = run(1), two = run(2), three = run(3);
-  omp_set_num_threads(before);
-  ASSERT_EQ(one.size(), two.size());
-  EXPECT_EQ(0, std::memcmp(one.data(), two.data(), one.size() * sizeof(float)));
-  EXPECT_EQ(0, std::memcmp(one.data(), three.data(), one.size() * sizeof(float)));
 }
