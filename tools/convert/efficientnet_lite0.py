@@ -88,19 +88,7 @@ def expected_keys():
 
 def check_keys(state, expected, where):
     """Raises ConversionError listing missing, unexpected and mis-shaped tensors."""
-    want = OrderedDict(expected)
-    missing = [k for k in want if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in want]
-    misshaped = [f"{k}: {list(state[k].shape)}, expected {list(want[k])}"
-                 for k in want if k in state and tuple(state[k].shape) != tuple(want[k])]
-    if missing or unexpected or misshaped:
-        lines = []
-        for title, items in (("missing", missing), ("unexpected", unexpected),
-                             ("wrong shape", misshaped)):
-            if items:
-                more = f" (+{len(items) - 8} more)" if len(items) > 8 else ""
-                lines.append(f"  {title}: {', '.join(items[:8])}{more}")
-        raise gb.ConversionError(f"{where}: not the expected state dict:\n" + "\n".join(lines))
+    gb.check_state_dict(state, expected, where)
 
 
 def build_graph(state):

@@ -22,6 +22,24 @@ class ConversionError(ValueError):
     """An input that a converter cannot turn into a graph (wrong keys, shapes, checksums)."""
 
 
+def check_state_dict(state, expected, where, what="the expected state dict"):
+    """Raises ConversionError listing missing, unexpected and mis-shaped tensors of `state`
+    against `expected` ((name, shape) pairs); BN's num_batches_tracked may be absent."""
+    want = OrderedDict((k, list(s)) for k, s in expected)
+    missing = [k for k in want if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in want]
+    misshaped = [f"{k}: {list(state[k].shape)}, expected {want[k]}"
+                 for k in want if k in state and list(state[k].shape) != want[k]]
+    if missing or unexpected or misshaped:
+        lines = []
+        for title, items in (("missing", missing), ("unexpected", unexpected),
+                             ("wrong shape", misshaped)):
+            if items:
+                more = f" (+{len(items) - 8} more)" if len(items) > 8 else ""
+                lines.append(f"  {title}: {', '.join(items[:8])}{more}")
+        raise ConversionError(f"{where}: not {what}:\n" + "\n".join(lines))
+
+
 def sha256_bytes(data):
     return hashlib.sha256(data).hexdigest()
 

@@ -73,20 +73,8 @@ def expected_keys(block, layers, width_per_group=64, num_classes=1000):
 
 def check_keys(state, expected, where):
     """Raises ConversionError listing missing, unexpected and mis-shaped tensors."""
-    want = OrderedDict((k, list(s)) for k, s in expected)
-    missing = [k for k in want if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in want]
-    misshaped = [f"{k}: {list(state[k].shape)}, expected {want[k]}"
-                 for k in want if k in state and list(state[k].shape) != want[k]]
-    if missing or unexpected or misshaped:
-        lines = []
-        for title, items in (("missing", missing), ("unexpected", unexpected),
-                             ("wrong shape", misshaped)):
-            if items:
-                more = f" (+{len(items) - 8} more)" if len(items) > 8 else ""
-                lines.append(f"  {title}: {', '.join(items[:8])}{more}")
-        raise gb.ConversionError(f"{where}: not a torchvision ResNet state dict of the expected "
-                                 f"architecture:\n" + "\n".join(lines))
+    gb.check_state_dict(state, expected, where,
+                        "a torchvision ResNet state dict of the expected architecture")
 
 
 class _Keys:
