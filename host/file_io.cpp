@@ -54,7 +54,10 @@ void write_file_atomic(const fs::path& path, std::span<const uint8_t> bytes, boo
   // exclusively: a fixed name would follow a planted symlink, truncate a stranger's file, and
   // let two writers of one output interleave.
   const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
-  std::string tmpl = (dir / ("." + path.filename().string() + ".XXXXXX")).string();
+  std::string name = ".";  // appended, not "." + s: GCC 12 warns falsely (-Wrestrict) on that
+  name += path.filename().string();
+  name += ".XXXXXX";
+  std::string tmpl = (dir / name).string();
   int fd = ::mkostemp(tmpl.data(), O_CLOEXEC);
   CHECK_INPUT(fd >= 0, "{}: cannot create a temporary file in {} ({})", path.string(),
               dir.string(), std::strerror(errno));

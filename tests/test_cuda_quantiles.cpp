@@ -11,6 +11,7 @@
 #include <tuple>
 #include <vector>
 
+#include "expect_error.h"
 #include "engine/buffer.h"
 #include "engine/device.h"
 #include "engine/error.h"
@@ -180,15 +181,7 @@ TEST(cuda_quantiles, RunsOnTheGivenStream) {
 }
 #endif
 
-template <typename Fn>
-void expect_input_error(Fn&& fn, const std::string& fragment) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected InputError containing '" << fragment << "'";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
+using mirad::test::expect_input_error;
 
 TEST(cuda_quantiles, AllNaNOnDeviceThrows) {
   SKIP_WITHOUT_CUDA();

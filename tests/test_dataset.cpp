@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "expect_error.h"
 #include "engine/error.h"
 #include "host/dataset.h"
 #include "host/image.h"
@@ -40,17 +41,7 @@ void write_text(const fs::path& p, const std::string& text) {
   std::ofstream(p) << text;
 }
 
-template <typename F>
-void expect_input_error(F&& f, const std::string& needle1, const std::string& needle2 = "") {
-  try {
-    f();
-    FAIL() << "no error (expected one mentioning " << needle1 << ")";
-  } catch (const InputError& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find(needle1), std::string::npos) << msg;
-    if (!needle2.empty()) EXPECT_NE(msg.find(needle2), std::string::npos) << msg;
-  }
-}
+using mirad::test::expect_input_error;
 
 std::vector<std::string> rel_paths(const std::vector<Item>& items, const fs::path& root) {
   std::vector<std::string> out;

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "expect_error.h"
 #include "engine/error.h"
 #include "host/file_io.h"
 #include "host/image.h"
@@ -109,18 +110,7 @@ std::vector<uint8_t> png_header_only(uint32_t w, uint32_t h) {
   return b;
 }
 
-// Expects an InputError whose message names `path` and contains `what`.
-template <typename F>
-void expect_input_error(F&& f, const std::string& path, const std::string& what) {
-  try {
-    f();
-    FAIL() << "no error for " << path;
-  } catch (const InputError& e) {
-    std::string msg = e.what();
-    EXPECT_NE(msg.find(path), std::string::npos) << msg;
-    EXPECT_NE(msg.find(what), std::string::npos) << msg;
-  }
-}
+using mirad::test::expect_input_error;
 
 // PIL's convert("L") on one pixel, the definition the decoder must follow.
 int pil_luma(int r, int g, int b) {

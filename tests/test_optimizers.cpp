@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "expect_error.h"
 #include "engine/error.h"
 #include "engine/optimizer.h"
 
@@ -20,18 +21,7 @@ namespace {
 
 using nlohmann::json;
 
-// Runs fn, requires an InputError, and requires every fragment in its message.
-void expect_input_error(const std::function<void()>& fn,
-                        const std::vector<std::string>& fragments) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected InputError";
-  } catch (const InputError& e) {
-    const std::string what = e.what();
-    for (const auto& f : fragments)
-      EXPECT_NE(what.find(f), std::string::npos) << "'" << f << "' not in: " << what;
-  }
-}
+using mirad::test::expect_input_error;
 
 // Applies the gradient sequence grads[k] (one vector per step) and returns the params after
 // each step.

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "expect_error.h"
 #include "engine/error.h"
 #include "engine/quantiles.h"
 
@@ -190,16 +191,7 @@ TEST(quantiles, InputIsNotModified) {
   EXPECT_EQ(std::memcmp(scores.data(), before.data(), scores.size() * sizeof(float)), 0);
 }
 
-// Checks both that an InputError is thrown and that its message names the problem.
-template <typename Fn>
-void expect_input_error(Fn&& fn, const std::string& fragment) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected InputError containing '" << fragment << "'";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
+using mirad::test::expect_input_error;
 
 TEST(quantiles, EmptyThrows) {
   const std::vector<float> none;
