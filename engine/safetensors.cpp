@@ -16,7 +16,7 @@
 #include <set>
 
 #include "engine/error.h"
-#include "host/file_io.h"
+#include "engine/file_io.h"
 
 namespace mirad {
 

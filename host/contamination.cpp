@@ -9,7 +9,7 @@
 #include <numeric>
 
 #include "engine/error.h"
-#include "host/file_io.h"
+#include "engine/file_io.h"
 
 namespace mirad {
 

@@ -14,7 +14,7 @@
 #include <memory>
 
 #include "engine/error.h"
-#include "host/file_io.h"
+#include "engine/file_io.h"
 #include "host/thread_pool.h"
 
 namespace mirad {

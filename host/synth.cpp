@@ -12,7 +12,7 @@
 
 #include "engine/error.h"
 #include "host/dataset.h"
-#include "host/file_io.h"
+#include "engine/file_io.h"
 #include "host/resize.h"
 #include "host/synth_internal.h"
 #include "host/thread_pool.h"

@@ -5,7 +5,7 @@
 #include <fstream>
 
 #include "engine/error.h"
-#include "host/file_io.h"
+#include "engine/file_io.h"
 #include "temp_dir.h"
 
 using namespace mirad;

@@ -20,7 +20,7 @@
 
 #include "expect_error.h"
 #include "engine/error.h"
-#include "host/file_io.h"
+#include "engine/file_io.h"
 #include "host/image.h"
 #include "host/thread_pool.h"
 

@@ -12,7 +12,7 @@
 
 #include "engine/error.h"
 #include "host/dataset.h"
-#include "host/file_io.h"
+#include "engine/file_io.h"
 #include "host/image.h"
 #include "host/synth.h"
 #include "host/synth_baseline.h"

@@ -24,7 +24,7 @@ struct Setup {
     hv = Buffer<float>(flow.n_params(), dev);
     std::mt19937 rng(1);
     std::normal_distribution<float> nd;
-    std::vector<float> h(std::max<int64_t>(N * D, flow.n_params()));
+    std::vector<float> h(std::max<int64_t>(N * std::max<int64_t>(D, 64), flow.n_params()));
     for (auto& e : h) e = nd(rng);
     x = Buffer<float>::from_host(std::vector<float>(h.begin(), h.begin() + N * D), dev);
     v = Buffer<float>::from_host(std::vector<float>(h.begin(), h.begin() + flow.n_params()), dev);
@@ -115,10 +115,10 @@ BENCHMARK_CAPTURE(BM_FlowForward, cpu, Device::cpu)
 BENCHMARK_CAPTURE(BM_FlowForward, cuda, Device::cuda)
     ->Args({256, 4096})->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_FlowForwardBackward, cpu, Device::cpu)
-    ->Args({96, 4096})->Args({256, 4096})->Args({1024, 4096})
+    ->Args({40, 4096})->Args({112, 4096})->Args({96, 4096})->Args({256, 4096})->Args({1024, 4096})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_FlowHvp, cpu, Device::cpu)
-    ->Args({96, 4096})->Args({256, 4096})->Args({1024, 4096})
+    ->Args({40, 4096})->Args({112, 4096})->Args({96, 4096})->Args({256, 4096})->Args({1024, 4096})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_FlowForwardBackward, cuda, Device::cuda)
     ->Args({96, 4096})->Args({256, 4096})->Args({512, 4096})->Args({1024, 4096})

@@ -12,7 +12,7 @@
 
 #include "host/contamination.h"
 #include "host/dataset.h"
-#include "host/file_io.h"
+#include "engine/file_io.h"
 #include "host/thread_pool.h"
 
 namespace mirad::cli {

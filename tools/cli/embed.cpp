@@ -11,7 +11,7 @@
 
 #include "engine/safetensors.h"
 #include "host/feature_extractor.h"
-#include "host/file_io.h"
+#include "engine/file_io.h"
 #include "tools/cli/progress.h"
 
 namespace mirad::cli {

@@ -1,5 +1,5 @@
 // Whole-file reads and atomic writes, on POSIX file descriptors so that the write can be fsync'ed.
-#include "host/file_io.h"
+#include "engine/file_io.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
