@@ -62,6 +62,24 @@ class PinnedBuffer {
   bool m_pinned = false;
 };
 
+// A non-owning view of n contiguous elements on one device: a whole Buffer, or a row of a
+// [B, P] batch of parameter vectors (MAML's adapted copies), without an allocation.
+template <typename T>
+struct VecView {
+  T* data = nullptr;
+  int64_t size = 0;
+  Device device = Device::cpu;
+
+  VecView() = default;
+  VecView(T* p, int64_t n, Device d) : data(p), size(n), device(d) {}
+  // Implicit const-ification, as with pointers.
+  operator VecView<const T>() const { return {data, size, device}; }
+  VecView slice(int64_t offset, int64_t n) const {
+    CHECK_THROW(offset >= 0 && n >= 0 && offset + n <= size);
+    return {data + offset, n, device};
+  }
+};
+
 // Owns n elements of T on one device. Copying is deleted ("prevent performance accidents");
 // use copy_from() to spell a copy out.
 template <typename T>
@@ -92,6 +110,11 @@ class Buffer {
   const T* data() const { return m_data; }
   std::size_t size() const { return m_size; }
   std::size_t bytes() const { return m_size * sizeof(T); }
+  // Views of the whole buffer, so APIs taking VecView accept a Buffer as it is.
+  operator VecView<T>() { return {m_data, static_cast<int64_t>(m_size), m_device}; }
+  operator VecView<const T>() const { return {m_data, static_cast<int64_t>(m_size), m_device}; }
+  VecView<T> view() { return *this; }
+  VecView<const T> view() const { return *this; }
   Device device() const { return m_device; }
   bool empty() const { return m_size == 0; }
 

@@ -2,6 +2,8 @@
 #include "engine/flow.h"
 
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <random>
 
 #include "engine/error.h"
@@ -166,14 +168,15 @@ Buffer<T> CouplingFlow<T>::init_params() const {
 }
 
 template <typename T>
-void CouplingFlow<T>::check_params(const Buffer<T>& p, const char* what) const {
-  CHECK_INPUT(static_cast<int64_t>(p.size()) == m_layout.n_params,
+void CouplingFlow<T>::check_params(VecView<const T> p, const char* what) const {
+  CHECK_INPUT(p.size == m_layout.n_params,
               "flow: {} buffer has {} values, this flow (dim {}, cond_dim {}, {} blocks, "
               "hidden {}) has {} parameters",
-              what, p.size(), m_cfg.dim, m_cfg.cond_dim, m_cfg.n_blocks, m_cfg.hidden_width(),
+              what, p.size, m_cfg.dim, m_cfg.cond_dim, m_cfg.n_blocks, m_cfg.hidden_width(),
               m_layout.n_params);
-  CHECK_INPUT(p.device() == m_device, "flow: {} buffer is on {}, the flow on {}", what,
-              device_name(p.device()), device_name(m_device));
+  CHECK_INPUT(p.data != nullptr, "flow: {} buffer is null", what);
+  CHECK_INPUT(p.device == m_device, "flow: {} buffer is on {}, the flow on {}", what,
+              device_name(p.device), device_name(m_device));
 }
 
 template <typename T>
@@ -197,58 +200,136 @@ void CouplingFlow<T>::check_condition(MatrixView<const T> c, int64_t N) const {
   CHECK_INPUT(c.rows == N, "flow: condition has {} rows, input has {}", c.rows, N);
 }
 
+namespace {
+
+// 64-bit mixing hash of a byte range (splitmix64 finaliser per word). Not cryptographic: it
+// only has to notice that a buffer was changed in place between forward() and hvp().
+uint64_t hash_bytes(const void* p, std::size_t n, uint64_t h) {
+  const auto* b = static_cast<const unsigned char*>(p);
+  auto mix = [](uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  };
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, b + i, 8);
+    h = mix(h ^ w) + 0x9e3779b97f4a7c15ULL;
+  }
+  uint64_t tail = 0;
+  std::memcpy(&tail, b + i, n - i);
+  return mix(h ^ tail ^ (uint64_t(n) << 56));
+}
+
+}  // namespace
+
 template <typename T>
-void CouplingFlow<T>::check_cached(MatrixView<const T> c) const {
-  CHECK_INPUT(m_cached_n > 0, "flow: backward()/hvp() need a preceding forward()");
-  CHECK_INPUT(c.data == m_cached_c, "flow: backward()/hvp() must get the condition of forward()");
+uint64_t CouplingFlow<T>::fingerprint(VecView<const T> params, MatrixView<const T> x,
+                                      MatrixView<const T> c) const {
+  uint64_t h = 0x6d69726164ULL;
+  auto add = [&](const T* p, int64_t n) {
+    if (!p || n == 0) return;
+    if (m_device == Device::cpu) {
+      h = hash_bytes(p, sizeof(T) * n, h);
+    } else {
+      std::vector<T> host(n);
+      mem::copy(host.data(), Device::cpu, p, m_device, sizeof(T) * n, m_stream);
+      mem::synchronize(m_stream);
+      h = hash_bytes(host.data(), sizeof(T) * n, h);
+    }
+  };
+  add(params.data, params.size);
+  add(x.data, x.numel());
+  add(c.data, c.numel());
+  return h;
 }
 
 template <typename T>
-double CouplingFlow<T>::forward(const Buffer<T>& params, MatrixView<const T> x,
-                                MatrixView<const T> c, MatrixView<T> z,
-                                std::vector<T>* nll_host) {
+void CouplingFlow<T>::check_cached(VecView<const T> params, MatrixView<const T> x,
+                                   MatrixView<const T> c) const {
+  CHECK_INPUT(m_cache.n > 0, "flow: backward()/hvp() need a preceding forward()");
+  CHECK_INPUT(params.data == m_cache.params && x.data == m_cache.x && c.data == m_cache.c &&
+                  x.rows == m_cache.n,
+              "flow: backward()/hvp() must get the parameters, input and condition of the last "
+              "forward() (use grad_at()/hvp_at() to run both)");
+  if (m_checks.fingerprint)
+    CHECK_INPUT(fingerprint(params, x, c) == m_cache.fingerprint,
+                "flow: parameters, input or condition changed since forward(): the cached "
+                "activations are stale (use grad_at()/hvp_at())");
+}
+
+template <typename T>
+void CouplingFlow<T>::check_values(VecView<const T> params, MatrixView<const T> x,
+                                   MatrixView<const T> c) {
   check_params(params, "parameter");
   check_rows(x, m_cfg.dim, "input x");
-  const int64_t N = x.rows;
-  check_condition(c, N);
+  check_condition(c, x.rows);
+  m_cache = {};
+  if (m_checks.inputs) {
+    auto bad = m_impl->nonfinite_rows(x.data, x.rows, m_cfg.dim);
+    CHECK_INPUT(bad.empty(), "flow: input x has NaN or Inf in samples {}", list_rows(bad));
+    if (m_cfg.cond_dim > 0) {
+      bad = m_impl->nonfinite_rows(c.data, x.rows, m_cfg.cond_dim);
+      CHECK_INPUT(bad.empty(), "flow: condition has NaN or Inf in samples {}", list_rows(bad));
+    }
+  }
+  if (m_checks.params)
+    CHECK_INPUT(!any_nonfinite(*m_impl, params.data, m_layout.n_params),
+                "flow: parameters hold NaN or Inf (diverged training?)");
+}
+
+template <typename T>
+void CouplingFlow<T>::finish(VecView<const T> params, MatrixView<const T> x,
+                             MatrixView<const T> c) {
+  m_cache = {params.data, x.data, c.data, x.rows, 0};
+  if (m_checks.fingerprint) m_cache.fingerprint = fingerprint(params, x, c);
+}
+
+template <typename T>
+void CouplingFlow<T>::forward_async(VecView<const T> params, MatrixView<const T> x,
+                                    MatrixView<const T> c, MatrixView<T> z) {
+  check_values(params, x, c);
   if (z.data) {
     check_rows(z, m_cfg.dim, "output z");
-    CHECK_INPUT(z.rows == N, "flow: output z has {} rows, input has {}", z.rows, N);
+    CHECK_INPUT(z.rows == x.rows, "flow: output z has {} rows, input has {}", z.rows, x.rows);
   }
-  m_cached_n = 0;
-  auto bad = m_impl->nonfinite_rows(x.data, N, m_cfg.dim);
-  CHECK_INPUT(bad.empty(), "flow: input x has NaN or Inf in samples {}", list_rows(bad));
-  if (m_cfg.cond_dim > 0) {
-    bad = m_impl->nonfinite_rows(c.data, N, m_cfg.cond_dim);
-    CHECK_INPUT(bad.empty(), "flow: condition has NaN or Inf in samples {}", list_rows(bad));
-  }
-  CHECK_INPUT(!any_nonfinite(*m_impl, params.data(), m_layout.n_params),
-              "flow: parameters hold NaN or Inf (diverged training?)");
-  m_impl->forward(params.data(), x.data, c.data, N, z.data);
+  m_impl->forward(params.data, x.data, c.data, x.rows, z.data);
+  finish(params, x, c);
+}
+
+template <typename T>
+double CouplingFlow<T>::forward(VecView<const T> params, MatrixView<const T> x,
+                                MatrixView<const T> c, MatrixView<T> z,
+                                std::vector<T>* nll_host) {
+  forward_async(params, x, c, z);
+  const int64_t N = x.rows;
   std::vector<T> nll(N);
   mem::copy(nll.data(), Device::cpu, m_impl->nll(), m_device, sizeof(T) * N, m_stream);
   mem::synchronize(m_stream);
   double sum = 0;
+  std::vector<int64_t> bad;
   for (int64_t i = 0; i < N; ++i) {
     if (!std::isfinite(nll[i])) bad.push_back(i);
     sum += nll[i];
   }
-  CHECK_INPUT(bad.empty(), "flow: NLL is not finite for samples {} (input far out of range?)",
-              list_rows(bad));
-  m_cached_n = N;
-  m_cached_c = c.data;
+  if (m_checks.finite_nll && !bad.empty()) {
+    m_cache = {};
+    throw InputError(fmt::format(
+        "flow: NLL is not finite for samples {} (input far out of range?)", list_rows(bad)));
+  }
   if (nll_host) *nll_host = std::move(nll);
   return sum / double(N);
 }
 
 template <typename T>
 const T* CouplingFlow<T>::nll_device() const {
-  CHECK_INPUT(m_cached_n > 0, "flow: nll_device() needs a preceding forward()");
+  CHECK_INPUT(m_cache.n > 0, "flow: nll_device() needs a preceding forward()");
   return m_impl->nll();
 }
 
 template <typename T>
-void CouplingFlow<T>::inverse(const Buffer<T>& params, MatrixView<const T> z,
+void CouplingFlow<T>::inverse(VecView<const T> params, MatrixView<const T> z,
                               MatrixView<const T> c, MatrixView<T> x) {
   check_params(params, "parameter");
   check_rows(z, m_cfg.dim, "input z");
@@ -263,10 +344,10 @@ void CouplingFlow<T>::inverse(const Buffer<T>& params, MatrixView<const T> z,
     bad = m_impl->nonfinite_rows(c.data, z.rows, m_cfg.cond_dim);
     CHECK_INPUT(bad.empty(), "flow: condition has NaN or Inf in samples {}", list_rows(bad));
   }
-  CHECK_INPUT(!any_nonfinite(*m_impl, params.data(), m_layout.n_params),
+  CHECK_INPUT(!any_nonfinite(*m_impl, params.data, m_layout.n_params),
               "flow: parameters hold NaN or Inf (diverged training?)");
-  m_cached_n = 0;
-  m_impl->inverse(params.data(), z.data, c.data, z.rows, x.data);
+  m_cache = {};
+  m_impl->inverse(params.data, z.data, c.data, z.rows, x.data);
   m_impl->synchronize();
   bad = m_impl->nonfinite_rows(x.data, z.rows, m_cfg.dim);
   CHECK_INPUT(bad.empty(), "flow: inverse overflowed (NaN or Inf) in samples {}; z is far "
@@ -274,55 +355,89 @@ void CouplingFlow<T>::inverse(const Buffer<T>& params, MatrixView<const T> z,
 }
 
 template <typename T>
-void CouplingFlow<T>::backward(const Buffer<T>& params, MatrixView<const T> c, Buffer<T>& grad,
-                               MatrixView<T> grad_x) {
+void CouplingFlow<T>::backward(VecView<const T> params, MatrixView<const T> x,
+                               MatrixView<const T> c, VecView<T> grad, MatrixView<T> grad_x) {
   check_params(params, "parameter");
   check_params(grad, "gradient");
-  CHECK_INPUT(grad.data() != params.data(), "flow: the gradient buffer must not be the parameters");
-  check_cached(c);
+  CHECK_INPUT(grad.data != params.data, "flow: the gradient buffer must not be the parameters");
+  check_cached(params, x, c);
   if (grad_x.data) {
     check_rows(grad_x, m_cfg.dim, "input gradient");
-    CHECK_INPUT(grad_x.rows == m_cached_n, "flow: input gradient has {} rows, forward had {}",
-                grad_x.rows, m_cached_n);
+    CHECK_INPUT(grad_x.rows == m_cache.n, "flow: input gradient has {} rows, forward had {}",
+                grad_x.rows, m_cache.n);
   }
-  m_impl->backward(params.data(), c.data, grad.data(), grad_x.data);
-  m_impl->synchronize();
+  m_impl->backward(params.data, c.data, grad.data, grad_x.data);
+  if (m_checks.host_sync) m_impl->synchronize();
 }
 
 template <typename T>
-void CouplingFlow<T>::hvp(const Buffer<T>& params, MatrixView<const T> c, const Buffer<T>& v,
-                          Buffer<T>& grad, Buffer<T>& hv) {
+void CouplingFlow<T>::hvp(VecView<const T> params, MatrixView<const T> x, MatrixView<const T> c,
+                          VecView<const T> v, VecView<T> grad, VecView<T> hv) {
   check_params(params, "parameter");
   check_params(v, "direction v");
   check_params(grad, "gradient");
   check_params(hv, "Hessian-vector product");
   // The reverse pass writes grad and hv while it still reads params and v.
-  CHECK_INPUT(grad.data() != params.data() && grad.data() != v.data() &&
-                  hv.data() != params.data() && hv.data() != v.data() &&
-                  hv.data() != grad.data(),
+  CHECK_INPUT(grad.data != params.data && grad.data != v.data && hv.data != params.data &&
+                  hv.data != v.data && hv.data != grad.data,
               "flow: hvp() needs separate buffers for params, v, grad and hv");
-  check_cached(c);
-  CHECK_INPUT(!any_nonfinite(*m_impl, v.data(), m_layout.n_params),
-              "flow: direction v holds NaN or Inf");
-  m_impl->hvp(params.data(), c.data, v.data(), grad.data(), hv.data());
-  m_impl->synchronize();
+  check_cached(params, x, c);
+  if (m_checks.params)
+    CHECK_INPUT(!any_nonfinite(*m_impl, v.data, m_layout.n_params),
+                "flow: direction v holds NaN or Inf");
+  m_impl->hvp(params.data, c.data, v.data, grad.data, hv.data);
+  if (m_checks.host_sync) m_impl->synchronize();
 }
 
 template <typename T>
-void CouplingFlow<T>::init_actnorm(Buffer<T>& params, MatrixView<const T> x,
+double CouplingFlow<T>::grad_at(VecView<const T> params, MatrixView<const T> x,
+                                MatrixView<const T> c, VecView<T> grad) {
+  double loss = std::numeric_limits<double>::quiet_NaN();
+  if (m_checks.host_sync || m_checks.finite_nll)
+    loss = forward(params, x, c);
+  else
+    forward_async(params, x, c);
+  backward(params, x, c, grad);
+  return loss;
+}
+
+template <typename T>
+double CouplingFlow<T>::hvp_at(VecView<const T> params, MatrixView<const T> x,
+                               MatrixView<const T> c, VecView<const T> v, VecView<T> grad,
+                               VecView<T> hv) {
+  double loss = std::numeric_limits<double>::quiet_NaN();
+  if (m_checks.host_sync || m_checks.finite_nll)
+    loss = forward(params, x, c);
+  else
+    forward_async(params, x, c);
+  hvp(params, x, c, v, grad, hv);
+  return loss;
+}
+
+template <typename T>
+void CouplingFlow<T>::init_actnorm(VecView<T> params, MatrixView<const T> x,
                                    MatrixView<const T> c) {
   check_params(params, "parameter");
   const int64_t D = m_cfg.dim;
-  auto h = params.to_host(m_stream);
+  std::vector<T> h(params.size);
+  mem::copy(h.data(), Device::cpu, params.data, m_device, sizeof(T) * h.size(), m_stream);
+  mem::synchronize(m_stream);
   const std::vector<T> original = h;
-  for (int64_t j = 0; j < D; ++j) h[m_layout.log_scale + j] = T(0), h[m_layout.bias + j] = T(0);
-  params.copy_from(h.data(), Device::cpu, h.size(), m_stream);
-  try {
-    forward(params, x, c);
-  } catch (...) {
-    // A rejected input must not cost the caller its parameters.
-    params.copy_from(original.data(), Device::cpu, original.size(), m_stream);
+  auto upload = [&](const std::vector<T>& src) {
+    mem::copy(params.data, m_device, src.data(), Device::cpu, sizeof(T) * src.size(), m_stream);
     mem::synchronize(m_stream);
+  };
+  for (int64_t j = 0; j < D; ++j) h[m_layout.log_scale + j] = T(0), h[m_layout.bias + j] = T(0);
+  upload(h);
+  const FlowChecks saved = m_checks;
+  try {
+    m_checks.finite_nll = true;
+    forward(params, x, c);
+    m_checks = saved;
+  } catch (...) {
+    m_checks = saved;
+    // A rejected input must not cost the caller its parameters.
+    upload(original);
     throw;
   }
   const int64_t N = x.rows;
@@ -339,9 +454,8 @@ void CouplingFlow<T>::init_actnorm(Buffer<T>& params, MatrixView<const T> x,
     h[m_layout.log_scale + j] = T(-std::log(sd));
     h[m_layout.bias + j] = T(-mean / sd);
   }
-  params.copy_from(h.data(), Device::cpu, h.size(), m_stream);
-  mem::synchronize(m_stream);
-  m_cached_n = 0;
+  upload(h);
+  m_cache = {};
 }
 
 template class CouplingFlow<float>;

@@ -51,8 +51,8 @@ Result run(const Case& cs, Device dev, const std::vector<double>& p, const std::
   std::vector<T> nll;
   flow.forward(pb, xv, cv, inner(zb), &nll);
   Buffer<T> g(flow.n_params(), dev), hv(flow.n_params(), dev);
-  flow.backward(pb, cv, g, inner(gxb));
-  flow.hvp(pb, cv, vb, g, hv);
+  flow.backward(pb, xv, cv, g, inner(gxb));
+  flow.hvp(pb, xv, cv, vb, g, hv);
   auto z_all = zb.to_host();
   flow.inverse(pb, MatrixView<const T>(zb.data() + pad, N, D, dev), cv, inner(xback));
   auto strip = [&](const std::vector<T>& all) {

@@ -44,9 +44,10 @@ std::vector<double> gradient(CouplingFlow<double>& flow, const std::vector<doubl
   auto pb = Buffer<double>::from_host(p, Device::cpu);
   const int64_t C = flow.config().cond_dim;
   auto cv = C ? mat(c, N, C) : MatrixView<const double>{};
-  flow.forward(pb, mat(x, N, flow.config().dim), cv);
+  auto xv = mat(x, N, flow.config().dim);
+  flow.forward(pb, xv, cv);
   Buffer<double> g(p.size(), Device::cpu);
-  flow.backward(pb, cv, g);
+  flow.backward(pb, xv, cv, g);
   return g.to_host();
 }
 
@@ -152,7 +153,7 @@ TEST(Flow, InputGradientMatchesCentralDifferences) {
   flow.forward(params, mat(x, N, D), mat(c, N, C));
   Buffer<double> g(p.size(), Device::cpu);
   std::vector<double> gx(N * D);
-  flow.backward(params, mat(c, N, C), g, mat(gx, N, D));
+  flow.backward(params, mat(x, N, D), mat(c, N, C), g, mat(gx, N, D));
   std::vector<double> fd(N * D);
   const double h = 1e-6;
   for (int64_t i = 0; i < N * D; ++i) {
@@ -178,7 +179,7 @@ TEST(Flow, HessianVectorProductMatchesDifferencesOfGradientAndIsSymmetric) {
       auto vb = Buffer<double>::from_host(dir, Device::cpu);
       Buffer<double> g(p.size(), Device::cpu), hv(p.size(), Device::cpu);
       flow.forward(params, mat(x, N, D), cv);
-      flow.hvp(params, cv, vb, g, hv);
+      flow.hvp(params, mat(x, N, D), cv, vb, g, hv);
       grad_out = g.to_host();
       return hv.to_host();
     };
@@ -246,14 +247,14 @@ TEST(Flow, BadInputGetsClearErrors) {
   }
   // backward() without forward().
   Buffer<float> g(flow.n_params(), Device::cpu);
-  EXPECT_THROW(flow.backward(params, mat(c, N, 2), g), InputError);
+  EXPECT_THROW(flow.backward(params, mat(x, N, 4), mat(c, N, 2), g), InputError);
   // Valid call still works after the failures.
   EXPECT_TRUE(std::isfinite(flow.forward(params, mat(x, N, 4), mat(c, N, 2))));
   // Output buffers that alias the inputs of backward() / hvp().
-  EXPECT_THROW(flow.backward(params, mat(c, N, 2), params), InputError);
+  EXPECT_THROW(flow.backward(params, mat(x, N, 4), mat(c, N, 2), params), InputError);
   Buffer<float> v = flow.init_params(), g2(flow.n_params(), Device::cpu);
-  EXPECT_THROW(flow.hvp(params, mat(c, N, 2), v, g2, v), InputError);
-  EXPECT_THROW(flow.hvp(params, mat(c, N, 2), v, g2, g2), InputError);
+  EXPECT_THROW(flow.hvp(params, mat(x, N, 4), mat(c, N, 2), v, g2, v), InputError);
+  EXPECT_THROW(flow.hvp(params, mat(x, N, 4), mat(c, N, 2), v, g2, g2), InputError);
   // inverse(): a NaN condition or parameter would come out finite through the ReLU.
   std::vector<float> z(N * 4), xb(N * 4);
   auto bad_c = c;

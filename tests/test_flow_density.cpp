@@ -68,7 +68,7 @@ TEST(FlowDensity, TwoMoonsIntegratesToOneAndBeatsGaussian) {
   for (int step = 0; step < 1500; ++step) {
     last = flow.forward(params, xt, {});
     if (step == 0) first = last;
-    flow.backward(params, {}, grad);
+    flow.backward(params, xt, {}, grad);
     adam->step(params.data(), grad.data(), flow.n_params());
   }
   EXPECT_LT(last, first - 0.5) << "training did not reduce the NLL";

@@ -60,7 +60,7 @@ void BM_FlowForwardBackward(benchmark::State& state, Device dev) {
   for (auto _ : state) {
     // forward() and backward() synchronise the stream, so the time is real device time.
     benchmark::DoNotOptimize(s.flow.forward(s.params, s.xv(), s.cv()));
-    s.flow.backward(s.params, s.cv(), s.grad);
+    s.flow.backward(s.params, s.xv(), s.cv(), s.grad);
   }
   state.SetItemsProcessed(state.iterations() * N);
   state.counters["GFLOP/s"] = benchmark::Counter(3 * forward_flops(D, N) * state.iterations() / 1e9,
@@ -73,7 +73,7 @@ void BM_FlowHvp(benchmark::State& state, Device dev) {
   Setup s(D, N, dev);
   for (auto _ : state) {
     benchmark::DoNotOptimize(s.flow.forward(s.params, s.xv(), s.cv()));
-    s.flow.hvp(s.params, s.cv(), s.v, s.grad, s.hv);
+    s.flow.hvp(s.params, s.xv(), s.cv(), s.v, s.grad, s.hv);
   }
   state.SetItemsProcessed(state.iterations() * N);
 }

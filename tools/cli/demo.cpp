@@ -112,7 +112,7 @@ int run_demo(const DemoOptions& opt) {
     double loss = 0;
     for (int64_t step = 0; step < opt.steps; ++step) {
       loss = flow.forward(params, xv, {});
-      flow.backward(params, {}, grad);
+      flow.backward(params, xv, {}, grad);
       adam->step(params.data(), grad.data(), flow.n_params());
       bar.update(step + 1, fmt::format("nll {:.3f}", loss));
     }
