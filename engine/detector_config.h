@@ -1,0 +1,90 @@
+// Every hyperparameter of a detector job (features, flow, training, refinement, scoring,
+// threshold) with the design's defaults, read from JSON with unknown keys refused.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace mirad {
+
+struct FeatureSettings {
+  std::string backbone = "efficientnet_lite0";  // a model folder or a name in the model cache
+  std::vector<std::string> taps = {"stride8", "stride16"};
+  int64_t short_side = 256;  // input short side; the long side keeps the aspect ratio
+  bool smooth = true;        // 3x3 average pool of each tap
+  int64_t batch = 16;        // images per backbone batch
+};
+
+struct FlowSettings {
+  int64_t n_blocks = 8;
+  int64_t cond_dim = 64;      // positional encoding channels
+  double hidden_factor = 2;   // subnet width = hidden_factor * D
+  double clamp = 1.9;
+};
+
+struct TrainSettings {
+  std::string mode = "maml";   // "plain" (Adam on the NLL) or "maml"
+  bool second_order = true;    // MAML: exact meta-gradient through the inner steps (HVPs)
+  // Gradient evaluations per model: one is forward+backward over one batch of `support`
+  // images; an HVP counts as two, and the final adaptation's steps count too. Plain and MAML
+  // get the same budget, so comparing them compares methods, not step counts.
+  int64_t budget = 480;
+  int64_t support = 8;         // |S| images per task (and per plain / adaptation batch)
+  int64_t query = 8;           // |Q| images per task
+  int64_t meta_batch = 4;      // B tasks per outer step
+  int64_t n_inner = 1;         // inner SGD steps
+  double inner_lr = 1e-3;      // alpha
+  double meta_lr = 1e-3;       // Adam on theta_0 (plain: Adam on theta)
+  int64_t n_final = 20;        // SGD steps adapting theta_0 on the retained set (MAML only)
+  int64_t positions = 64;      // positions drawn per image per batch; 0 = all
+  bool warm_start = true;      // rounds after the first start from the previous round's model
+  double round_budget = 0.5;   // ... with this fraction of the budget
+};
+
+struct RefineSettings {
+  int64_t max_rounds = 5;
+  std::string rule = "iqr";      // "iqr" (Q3 + k*IQR, the paper), "mad", "gmm"
+  double k = -1;                 // the rule's multiplier; -1: the rule's default
+                                 // (iqr 1.5, mad 3.0, gmm 1.5 for its one-cluster fallback)
+  double min_keep = 0.5;         // never keep fewer than this fraction of the images
+  std::string scoring = "cross_fit";  // "in_sample" (the paper) or "cross_fit"
+  int64_t folds = 4;
+  bool soft = false;             // down-weight instead of dropping
+};
+
+struct ScoreSettings {
+  double top_fraction = 0.01;  // image score: mean of the top 1% of the fused map ...
+  double weight = 0.5;         // ... mixed with the map's mean: w*top + (1-w)*mean
+  double map_sigma = 4.0;      // Gaussian smoothing of output maps, px at a 256-px short side
+};
+
+struct ThresholdSettings {
+  std::string rule = "iqr";  // "iqr": Q3 + k*IQR of the retained scores; "fpr": a quantile
+  double k = 1.5;
+  double target_fpr = 0.05;  // rule "fpr": the fraction of retained training images above it
+};
+
+struct DetectorConfig {
+  std::string device = "cpu";
+  uint64_t seed = 0;
+  FeatureSettings features;
+  FlowSettings flow;
+  TrainSettings train;
+  RefineSettings refine;
+  ScoreSettings score;
+  ThresholdSettings threshold;
+
+  nlohmann::json to_json() const;
+  // Missing keys keep their defaults; unknown keys, wrong types and out-of-range values are
+  // InputErrors naming the key.
+  static DetectorConfig from_json(const nlohmann::json& j);
+  // Gradient evaluations of one outer step (MAML) or one step (plain).
+  int64_t evals_per_step() const;
+  // refine.k, or the rule's default when unset.
+  double rule_k() const;
+};
+
+}  // namespace mirad

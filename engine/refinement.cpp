@@ -1,0 +1,417 @@
+// Refinement driver: rounds, folds, warm starts, rejection, the shipped detector's statistics.
+#include "engine/refinement.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <set>
+
+#include "engine/error.h"
+#include "engine/nvtx.h"
+#include "engine/quantiles.h"
+#include "engine/rejection.h"
+#include "engine/tap_trainer.h"
+
+namespace mirad {
+
+FlowConfig tap_flow_config(const DetectorConfig& cfg, int64_t channels, int64_t tap_index) {
+  FlowConfig f;
+  f.dim = channels;
+  f.cond_dim = cfg.flow.cond_dim;
+  f.n_blocks = cfg.flow.n_blocks;
+  f.hidden = std::max<int64_t>(1, int64_t(std::llround(cfg.flow.hidden_factor * double(channels))));
+  f.clamp = cfg.flow.clamp;
+  f.seed = cfg.seed + 0x9e3779b97f4a7c15ULL * uint64_t(tap_index + 1);
+  f.validate();
+  return f;
+}
+
+double decision_threshold(const std::vector<double>& scores, const ThresholdSettings& t,
+                          std::string* detail) {
+  std::vector<double> f;
+  for (double s : scores)
+    if (std::isfinite(s)) f.push_back(s);
+  CHECK_INPUT(!f.empty(), "threshold: no finite calibration scores");
+  if (t.rule == "fpr") {
+    const double q = quantiles_cpu(f.data(), int64_t(f.size()), {1.0 - t.target_fpr})[0];
+    if (detail) *detail = fmt::format("{:.4g} quantile of retained scores = {:.4g}", 1.0 - t.target_fpr, q);
+    return q;
+  }
+  const QuartileStats q = quartiles_cpu(f.data(), int64_t(f.size()));
+  if (detail)
+    *detail = fmt::format("Q3 + {}*IQR of retained scores = {:.4g} + {}*{:.4g}", t.k, q.q3, t.k,
+                          q.iqr);
+  return q.threshold(t.k);
+}
+
+namespace {
+
+uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
+  uint64_t z = seed ^ (a * 0x9e3779b97f4a7c15ULL) ^ (b * 0xc2b2ae3d27d4eb4fULL) ^
+               (c * 0x165667b19e3779f9ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// The maps of a subset of the scored images (positions into `maps`).
+TapMaps subset(const TapMaps& maps, const std::vector<size_t>& pos) {
+  TapMaps out;
+  out.grids = maps.grids;
+  out.n_images = int64_t(pos.size());
+  for (size_t t = 0; t < maps.nll.size(); ++t) {
+    const int64_t hw = maps.grids[t].size();
+    std::vector<float> v;
+    v.reserve(pos.size() * hw);
+    for (size_t p : pos)
+      v.insert(v.end(), maps.nll[t].begin() + p * hw, maps.nll[t].begin() + (p + 1) * hw);
+    out.nll.push_back(std::move(v));
+  }
+  return out;
+}
+
+class Driver {
+ public:
+  Driver(const std::vector<const PatchBank*>& banks, const DetectorConfig& cfg,
+         const EpisodeSourceFactory& episodes, Device device, const RefineOptions& opt)
+      : m_banks(banks), m_cfg(cfg), m_episodes(episodes), m_device(device), m_opt(opt) {
+    for (size_t t = 0; t < banks.size(); ++t)
+      m_trainers.push_back(std::make_unique<TapTrainer>(
+          tap_flow_config(cfg, banks[t]->channels(), int64_t(t)), cfg.train, device));
+  }
+
+  // A detector trained on `images` (weights: soft mode, else empty), warm-started from `warm`.
+  ModelSet train(const std::vector<int64_t>& images, const std::vector<double>& weights,
+                 const ModelSet* warm, uint64_t tag, const std::string& phase, double* loss) {
+    CHECK_INPUT(images.size() >= 2,
+                "refinement: {} has {} training images; at least 2 are needed (fewer folds, a "
+                "larger min_keep, or more images)",
+                phase, images.size());
+    ModelSet m;
+    double loss_sum = 0;
+    for (size_t t = 0; t < m_banks.size(); ++t) {
+      TapTrainer& tr = *m_trainers[t];
+      const PatchBank& bank = *m_banks[t];
+      auto src = m_episodes(images, weights, m_cfg.train.support, m_cfg.train.query,
+                            mix_seed(m_cfg.seed, tag, t, 1));
+      Buffer<float> theta0;
+      int64_t budget = m_cfg.train.budget;
+      if (warm && m_cfg.train.warm_start) {
+        theta0 = Buffer<float>::from_host(warm->taps[t].theta0, m_device);
+        budget = std::max<int64_t>(1, std::llround(double(budget) * m_cfg.train.round_budget));
+      } else {
+        theta0 = tr.init_params(bank, *src);
+      }
+      const std::string name = fmt::format("{} tap {}/{}", phase, t + 1, m_banks.size());
+      TapTrainStats st = tr.train(theta0, bank, *src, budget, [&](int64_t s, int64_t n, double l) {
+        if (m_opt.progress) m_opt.progress(name, s, n, l);
+      });
+      Buffer<float> theta(tr.n_params(), m_device);
+      tr.adapt(theta0, theta, bank, *src, &st);
+      loss_sum += st.last_loss;
+      for (int64_t f : st.flagged_images) m_flagged.insert(f);
+      m.taps.push_back({tr.flow_config(), theta0.to_host(), theta.to_host()});
+    }
+    if (loss) *loss = loss_sum / double(m_banks.size());
+    return m;
+  }
+
+  TapMaps score(const ModelSet& m, const std::vector<int64_t>& images) {
+    TapMaps maps;
+    maps.n_images = int64_t(images.size());
+    for (size_t t = 0; t < m_banks.size(); ++t) {
+      maps.grids.push_back({m_banks[t]->height(), m_banks[t]->width()});
+      auto theta = Buffer<float>::from_host(m.taps[t].theta, m_device);
+      maps.nll.push_back(m_trainers[t]->score(theta, *m_banks[t], images));
+    }
+    return maps;
+  }
+
+  const std::set<int64_t>& flagged() const { return m_flagged; }
+
+ private:
+  const std::vector<const PatchBank*>& m_banks;
+  const DetectorConfig& m_cfg;
+  const EpisodeSourceFactory& m_episodes;
+  Device m_device;
+  const RefineOptions& m_opt;
+  std::vector<std::unique_ptr<TapTrainer>> m_trainers;
+  std::set<int64_t> m_flagged;
+};
+
+// Merges per-fold maps back into the order of `images`.
+TapMaps merge_folds(const std::vector<int64_t>& images, const std::vector<int>& fold_of_image,
+                    const std::vector<TapMaps>& fold_maps,
+                    const std::vector<std::vector<int64_t>>& fold_images) {
+  TapMaps out;
+  out.grids = fold_maps.empty() ? std::vector<Grid>{} : fold_maps[0].grids;
+  for (const auto& fm : fold_maps)
+    if (!fm.grids.empty()) out.grids = fm.grids;
+  out.n_images = int64_t(images.size());
+  out.nll.resize(out.grids.size());
+  std::vector<size_t> next(fold_maps.size(), 0);
+  for (int64_t img : images) {
+    const int k = fold_of_image[img];
+    const size_t p = next[k]++;
+    CHECK_THROW(fold_images[k][p] == img);
+    for (size_t t = 0; t < out.grids.size(); ++t) {
+      const int64_t hw = out.grids[t].size();
+      const auto& src = fold_maps[k].nll[t];
+      out.nll[t].insert(out.nll[t].end(), src.begin() + p * hw, src.begin() + (p + 1) * hw);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TapMaps score_maps(const ModelSet& model, const std::vector<const PatchBank*>& banks,
+                   const std::vector<int64_t>& images, const TrainSettings& train, Device device) {
+  CHECK_INPUT(model.taps.size() == banks.size(), "scoring: model has {} taps, features have {}",
+              model.taps.size(), banks.size());
+  TapMaps maps;
+  maps.n_images = int64_t(images.size());
+  for (size_t t = 0; t < banks.size(); ++t) {
+    CHECK_INPUT(model.taps[t].flow.dim == banks[t]->channels(),
+                "scoring: tap {} has {} channels, the model's flow {}", t, banks[t]->channels(),
+                model.taps[t].flow.dim);
+    TapTrainer tr(model.taps[t].flow, train, device);
+    maps.grids.push_back({banks[t]->height(), banks[t]->width()});
+    auto theta = Buffer<float>::from_host(model.taps[t].theta, device);
+    maps.nll.push_back(tr.score(theta, *banks[t], images));
+  }
+  return maps;
+}
+
+RefinementResult refine(const std::vector<const PatchBank*>& banks, const DetectorConfig& cfg,
+                        const EpisodeSourceFactory& episodes, Device device,
+                        const RefineOptions& opt) {
+  NVTX_RANGE("refine");
+  CHECK_INPUT(!banks.empty(), "refinement: no feature taps");
+  const int64_t n_all = banks[0]->n_images();
+  for (const PatchBank* b : banks)
+    CHECK_INPUT(b->n_images() == n_all, "refinement: taps hold {} and {} images", n_all,
+                b->n_images());
+  const std::set<int64_t> keep(opt.always_keep.begin(), opt.always_keep.end());
+  const std::set<int64_t> drop(opt.always_reject.begin(), opt.always_reject.end());
+  for (int64_t i : keep) CHECK_INPUT(i >= 0 && i < n_all, "refinement: keep index {} out of range", i);
+  for (int64_t i : drop) {
+    CHECK_INPUT(i >= 0 && i < n_all, "refinement: reject index {} out of range", i);
+    CHECK_INPUT(!keep.count(i), "refinement: image {} is both kept and rejected by review", i);
+  }
+  RefinementResult res;
+  std::vector<int64_t> pool;
+  for (int64_t i = 0; i < n_all; ++i) {
+    if (drop.count(i))
+      res.rejected.push_back({i, 0, std::numeric_limits<double>::quiet_NaN(), 0, 0});
+    else
+      pool.push_back(i);
+  }
+  CHECK_INPUT(pool.size() >= 2, "refinement: {} training images left; at least 2 are needed",
+              pool.size());
+  Driver drv(banks, cfg, episodes, device, opt);
+  const bool cross = cfg.refine.scoring == "cross_fit";
+  const bool soft = cfg.refine.soft;
+  const int K = cross ? int(cfg.refine.folds) : 1;
+  // Folds: a seeded permutation of all images dealt round-robin, fixed for every round.
+  std::vector<int> fold_of(n_all, 0);
+  if (cross) {
+    std::vector<int64_t> perm(n_all);
+    for (int64_t i = 0; i < n_all; ++i) perm[i] = i;
+    uint64_t s = mix_seed(cfg.seed, 0xf01d, 0, 0);
+    for (int64_t i = n_all - 1; i > 0; --i) {
+      s = mix_seed(s, uint64_t(i), 1, 2);
+      std::swap(perm[i], perm[int64_t(s % uint64_t(i + 1))]);
+    }
+    for (int64_t r = 0; r < n_all; ++r) fold_of[perm[r]] = int(r % K);
+  }
+  const int64_t n_min =
+      std::max<int64_t>(2, int64_t(std::ceil(cfg.refine.min_keep * double(pool.size()) - 1e-9)));
+  const double rule_k = cfg.rule_k();
+
+  std::vector<int64_t> R = pool;          // hard mode: the retained set
+  std::vector<double> weights;            // soft mode: per pool image
+  if (soft) weights.assign(pool.size(), 1.0);
+  std::vector<ModelSet> prev(K);
+  std::vector<bool> has_prev(K, false);
+  TapMaps last_maps;                       // the last round's maps of `last_scored`
+  std::vector<int64_t> last_scored;
+  ModelSet last_model;                     // in-sample: the last round's model
+  std::set<int64_t> last_down;             // soft: images down-weighted last round
+  bool final_ready = false;                // the last round's model/maps are final as they are
+
+  auto weights_for = [&](const std::vector<int64_t>& imgs) {
+    std::vector<double> w;
+    if (!soft) return w;
+    for (int64_t i : imgs)
+      w.push_back(weights[std::lower_bound(pool.begin(), pool.end(), i) - pool.begin()]);
+    return w;
+  };
+
+  res.stop_reason = cfg.refine.max_rounds == 0 ? "no_rounds" : "max_rounds";
+  for (int r = 1; r <= cfg.refine.max_rounds; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    RoundRecord rec;
+    rec.round = r;
+    rec.scored = R;
+    double loss_sum = 0;
+    if (cross) {
+      std::vector<TapMaps> fold_maps(K);
+      std::vector<std::vector<int64_t>> fold_images(K);
+      for (int k = 0; k < K; ++k) {
+        std::vector<int64_t> train_set;
+        for (int64_t i : R) (fold_of[i] == k ? fold_images[k] : train_set).push_back(i);
+        if (fold_images[k].empty()) continue;
+        double loss = 0;
+        prev[k] = drv.train(train_set, weights_for(train_set), has_prev[k] ? &prev[k] : nullptr,
+                            uint64_t(r) * 1000 + k,
+                            fmt::format("round {} fold {}/{}", r, k + 1, K), &loss);
+        has_prev[k] = true;
+        loss_sum += loss / K;
+        fold_maps[k] = drv.score(prev[k], fold_images[k]);
+      }
+      last_maps = merge_folds(R, fold_of, fold_maps, fold_images);
+    } else {
+      double loss = 0;
+      last_model = drv.train(R, weights_for(R), has_prev[0] ? &prev[0] : nullptr,
+                             uint64_t(r) * 1000, fmt::format("round {}", r), &loss);
+      prev[0] = last_model;
+      has_prev[0] = true;
+      loss_sum = loss;
+      last_maps = drv.score(last_model, R);
+      if (r == 1 && opt.baseline) {
+        res.has_baseline = true;
+        res.baseline = last_model;
+        std::vector<double> s;
+        res.baseline_stats = calibrate_scores(last_maps, cfg.score, s);
+        res.baseline_threshold = decision_threshold(s, cfg.threshold);
+      }
+    }
+    last_scored = R;
+    rec.train_loss = loss_sum;
+    calibrate_scores(last_maps, cfg.score, rec.scores);
+    std::vector<double> finite;
+    for (double s : rec.scores)
+      if (std::isfinite(s)) finite.push_back(s);
+      else ++rec.nonfinite;
+    RejectionThreshold th{std::numeric_limits<double>::infinity(), "every score is non-finite"};
+    if (!finite.empty()) th = rejection_threshold(finite, cfg.refine.rule, rule_k);
+    rec.tau = th.tau;
+    rec.rule_detail = th.detail;
+
+    if (soft) {
+      // w = exp(-max(0, s - tau) / IQR): sign-safe for NLL scores, 1 at and below tau.
+      const QuartileStats q = finite.empty() ? QuartileStats{}
+                                             : quartiles_cpu(finite.data(), int64_t(finite.size()));
+      const double iqr = q.iqr > 0 ? q.iqr : 1.0;
+      std::set<int64_t> down;
+      for (size_t j = 0; j < R.size(); ++j) {
+        const double s = rec.scores[j];
+        double w = std::isfinite(s) ? std::exp(-std::max(0.0, s - rec.tau) / iqr) : 0.0;
+        if (keep.count(R[j])) w = 1.0;
+        weights[j] = w;  // R == pool in soft mode
+        rec.weights.push_back(w);
+        if (w < 1.0) down.insert(R[j]), rec.rejected.push_back(R[j]);
+      }
+      rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      res.rounds.push_back(rec);
+      const bool same = down == last_down;
+      last_down = down;
+      if (same) {
+        res.stop_reason = "converged";
+        final_ready = !cross;
+        break;
+      }
+      continue;
+    }
+
+    // Hard rejection: non-finite scores first, then everything above tau.
+    std::vector<std::pair<double, int64_t>> cand;  // (score, image) with NaN as +Inf
+    for (size_t j = 0; j < R.size(); ++j) {
+      if (keep.count(R[j])) continue;
+      const double s = rec.scores[j];
+      if (!std::isfinite(s) || s > rec.tau)
+        cand.push_back({std::isnan(s) ? std::numeric_limits<double>::infinity() : s, R[j]});
+    }
+    std::sort(cand.begin(), cand.end(),
+              [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+    const int64_t room = std::max<int64_t>(0, int64_t(R.size()) - n_min);
+    if (int64_t(cand.size()) > room) {
+      cand.resize(room);
+      rec.min_keep_reached = true;
+    }
+    std::set<int64_t> out;
+    for (const auto& [s, img] : cand) {
+      out.insert(img);
+      rec.rejected.push_back(img);
+      res.rejected.push_back({img, r, s, rec.tau, 0.0});
+    }
+    rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    res.rounds.push_back(rec);
+    if (out.empty()) {
+      res.stop_reason = rec.min_keep_reached ? "min_keep" : "converged";
+      final_ready = !cross;
+      break;
+    }
+    std::vector<int64_t> next;
+    for (int64_t i : R)
+      if (!out.count(i)) next.push_back(i);
+    R = std::move(next);
+    if (rec.min_keep_reached) {
+      res.stop_reason = "min_keep";
+      break;
+    }
+  }
+
+  // The shipped detector, trained on the final retained set (soft: all, with the weights).
+  if (!final_ready) {
+    const ModelSet* warm = nullptr;
+    for (int k = 0; k < K && !warm; ++k)
+      if (has_prev[k]) warm = &prev[k];
+    double loss = 0;
+    last_model = drv.train(R, weights_for(R), warm, 999999, "final", &loss);
+  }
+  res.model = last_model;
+  res.retained = R;
+  // Calibration: in-sample scores of the final model, or the out-of-fold scores of the last
+  // round restricted to the images still retained.
+  std::vector<int64_t> calib;
+  for (int64_t i : R)
+    if (!soft || !last_down.count(i)) calib.push_back(i);
+  TapMaps calib_maps;
+  if (!cross && !soft && final_ready) {
+    calib_maps = last_maps;  // nothing was rejected after these in-sample maps were made
+  } else if (cross && !last_scored.empty()) {
+    std::vector<size_t> pos;
+    for (int64_t i : calib)
+      pos.push_back(std::lower_bound(last_scored.begin(), last_scored.end(), i) -
+                    last_scored.begin());
+    calib_maps = subset(last_maps, pos);
+  } else {
+    calib_maps = drv.score(res.model, calib);
+  }
+  res.stats = calibrate_scores(calib_maps, cfg.score, res.calibration_scores);
+  res.calibration_images = calib;
+  res.threshold = decision_threshold(res.calibration_scores, cfg.threshold, &res.threshold_detail);
+  if (soft && !res.rounds.empty()) {
+    const RoundRecord& last = res.rounds.back();
+    for (size_t j = 0; j < last.scored.size(); ++j)
+      if (last.weights[j] < 1.0)
+        res.rejected.push_back({last.scored[j], last.round, last.scores[j], last.tau, last.weights[j]});
+  }
+  res.flagged.assign(drv.flagged().begin(), drv.flagged().end());
+  if (opt.baseline && !res.has_baseline) {
+    double loss = 0;
+    res.baseline = drv.train(pool, {}, nullptr, 777777, "baseline", &loss);
+    const TapMaps m = drv.score(res.baseline, pool);
+    std::vector<double> s;
+    res.baseline_stats = calibrate_scores(m, cfg.score, s);
+    res.baseline_threshold = decision_threshold(s, cfg.threshold);
+    res.has_baseline = true;
+  }
+  return res;
+}
+
+}  // namespace mirad

@@ -1,0 +1,99 @@
+// Iterative refinement (DESIGN.md §4): rounds of train -> score every retained training image
+// -> tau = rule(scores) -> reject above tau, until nothing is rejected, max_rounds, or
+// min_keep. In-sample scoring (the paper) or cross-fit (image i scored by a model whose
+// training and adaptation exclude i's fold; every statistic then comes from out-of-fold
+// scores). Soft mode down-weights instead of dropping. Ends with the shipped detector: one flow
+// per tap, its score statistics and the decision threshold.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/buffer.h"
+#include "engine/detector_config.h"
+#include "engine/episodes.h"
+#include "engine/flow_config.h"
+#include "engine/patch_bank.h"
+#include "engine/scoring.h"
+
+namespace mirad {
+
+class TapTrainer;
+
+// One detector's flows: per tap, theta_0 (the meta-learned initialisation; plain: the trained
+// parameters) and theta (the shipped, adapted parameters).
+struct TapParams {
+  FlowConfig flow;
+  std::vector<float> theta0, theta;
+};
+struct ModelSet {
+  std::vector<TapParams> taps;
+};
+
+// The flow of a tap, from the config and the tap's channel count.
+FlowConfig tap_flow_config(const DetectorConfig& cfg, int64_t channels, int64_t tap_index);
+
+struct RoundRecord {
+  int round = 0;
+  std::vector<int64_t> scored;    // bank images scored (the pool at the round's start)
+  std::vector<double> scores;     // their hybrid scores (out of fold with cross-fit)
+  std::vector<double> weights;    // soft mode: the weights the scores give (else empty)
+  double tau = 0;
+  std::string rule_detail;
+  std::vector<int64_t> rejected;  // hard mode: rejected this round; soft: weight < 1
+  int64_t nonfinite = 0;          // scores that were NaN/Inf (always rejected)
+  bool min_keep_reached = false;
+  double train_loss = 0;          // mean last-step loss over the round's models and taps
+  double seconds = 0;
+};
+
+struct Rejection {
+  int64_t image = 0;
+  int round = 0;
+  double score = 0, tau = 0, weight = 0;  // weight: soft mode only
+};
+
+struct RefinementResult {
+  std::vector<RoundRecord> rounds;
+  std::vector<int64_t> retained;   // sorted
+  std::vector<Rejection> rejected; // in the order of rejection (soft: the last round's list)
+  std::vector<int64_t> flagged;    // images with non-finite training loss (suspects)
+  std::string stop_reason;         // "converged", "max_rounds", "min_keep", "no_rounds"
+  ModelSet model;
+  ScoreStats stats;
+  std::vector<int64_t> calibration_images;  // the retained images behind stats
+  std::vector<double> calibration_scores;   // and their scores
+  double threshold = 0;
+  std::string threshold_detail;
+  // With RefineOptions::baseline: a detector trained on every image, no rejection.
+  bool has_baseline = false;
+  ModelSet baseline;
+  ScoreStats baseline_stats;
+  double baseline_threshold = 0;
+};
+
+struct RefineOptions {
+  std::vector<int64_t> always_keep;  // a person's review: never rejected
+  std::vector<int64_t> always_reject;  // ... excluded from the start (reported as round 0)
+  bool baseline = false;
+  // phase ("round 2 fold 3/4 tap stride8"), step, total steps of the phase, loss.
+  std::function<void(const std::string&, int64_t, int64_t, double)> progress;
+};
+
+// Runs refinement over the images of the banks (one bank per tap, same images in the same
+// order). Deterministic for a given config seed, binary and thread count.
+RefinementResult refine(const std::vector<const PatchBank*>& banks, const DetectorConfig& cfg,
+                        const EpisodeSourceFactory& episodes, Device device,
+                        const RefineOptions& options = {});
+
+// Per-tap patch NLLs of images under a model (any images of the banks).
+TapMaps score_maps(const ModelSet& model, const std::vector<const PatchBank*>& banks,
+                   const std::vector<int64_t>& images, const TrainSettings& train, Device device);
+
+// The decision threshold from calibration scores (DESIGN.md §6).
+double decision_threshold(const std::vector<double>& scores, const ThresholdSettings& t,
+                          std::string* detail = nullptr);
+
+}  // namespace mirad

@@ -1,0 +1,32 @@
+// Rejection rules: the threshold tau above which a training image's score marks it as a
+// contaminant. "iqr" is the paper's Q3 + k*IQR; it breaks down once about a quarter of the set
+// is contaminated (Q3 lands among the contaminants). "mad" is median + k * 1.4826 * MAD, which
+// holds until the median moves. "gmm" fits a two-component Gaussian mixture to the scores and
+// cuts where the upper component becomes the more likely one, but only when the data favour two
+// components (BIC) and they are well separated; otherwise it falls back to Q3 + k*IQR.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace mirad {
+
+struct RejectionThreshold {
+  double tau = 0;
+  std::string detail;  // how tau was found, for the report ("Q3 + 1.5*IQR = ...")
+};
+
+// The threshold from the finite scores (non-finite ones are rejected on their own and must be
+// left out by the caller). InputError for an unknown rule or no scores.
+RejectionThreshold rejection_threshold(const std::vector<double>& finite_scores,
+                                       const std::string& rule, double k);
+
+// A two-component 1-D Gaussian mixture, fitted by EM (exposed for tests).
+struct Mixture2 {
+  double weight[2] = {0.5, 0.5}, mean[2] = {0, 0}, sd[2] = {1, 1};
+  double log_likelihood = 0;
+  int iterations = 0;
+};
+Mixture2 fit_mixture2(const std::vector<double>& x, int max_iterations = 500);
+
+}  // namespace mirad

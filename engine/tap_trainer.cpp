@@ -1,0 +1,248 @@
+// TapTrainer: plain and MAML training loops, adaptation and scoring of one tap's flow.
+#include "engine/tap_trainer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "engine/error.h"
+#include "engine/nvtx.h"
+#include "engine/optimizer.h"
+#include "kernels/vec_ops.h"
+
+namespace mirad {
+
+namespace {
+
+// Training controls its own data flow (the bank was checked finite when it was built; the
+// cache is always fresh), so the flows skip the per-call host checks; a non-finite loss is
+// detected from the mean that each step reads back anyway.
+FlowChecks training_checks() {
+  FlowChecks c = FlowChecks::none();
+  c.host_sync = true;
+  return c;
+}
+
+}  // namespace
+
+TapTrainer::TapTrainer(const FlowConfig& flow, const TrainSettings& train, Device device,
+                       Stream stream)
+    : m_train(train), m_device(device), m_stream(stream), m_flow_s(flow, device, stream),
+      m_flow_q(flow, device, stream) {
+  m_flow_s.set_checks(training_checks());
+  m_flow_q.set_checks(training_checks());
+  m_grad = Buffer<float>(n_params(), device);
+  m_meta_grad = Buffer<float>(n_params(), device);
+}
+
+TapTrainer::~TapTrainer() = default;
+
+int64_t TapTrainer::steps_for_budget(int64_t budget) const {
+  if (m_train.mode == "plain") return std::max<int64_t>(1, budget);
+  DetectorConfig c;
+  c.train = m_train;
+  return std::max<int64_t>(1, (budget - m_train.n_final) / c.evals_per_step());
+}
+
+Buffer<float> TapTrainer::init_params(const PatchBank& bank, EpisodeSource& source) {
+  Buffer<float> theta = m_flow_s.init_params();
+  // ActNorm from a larger sample than one step's batch: its statistics set the output scale.
+  auto images = source.next_batch();
+  for (int i = 0; i < 3; ++i) {
+    auto more = source.next_batch();
+    images.insert(images.end(), more.begin(), more.end());
+  }
+  std::sort(images.begin(), images.end());
+  images.erase(std::unique(images.begin(), images.end()), images.end());
+  bank.gather(source.rows(images, bank.hw(), m_train.positions), m_support, m_stream);
+  FlowChecks strict;
+  m_flow_s.set_checks(strict);
+  m_flow_s.init_actnorm(theta, m_support.xv(), m_support.cv());
+  m_flow_s.set_checks(training_checks());
+  return theta;
+}
+
+bool TapTrainer::gather_finite(const PatchBank& bank, EpisodeSource& source,
+                               const std::vector<int64_t>& images, VecView<const float> theta,
+                               PatchBatch& batch, TapTrainStats& stats) {
+  auto rows = source.rows(images, bank.hw(), m_train.positions);
+  bank.gather(rows, batch, m_stream);
+  std::vector<float> nll;
+  m_flow_s.forward(theta, batch.xv(), batch.cv(), {}, &nll);
+  std::vector<int64_t> keep;
+  std::set<int64_t> flagged;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (std::isfinite(nll[i]))
+      keep.push_back(rows[i]);
+    else
+      flagged.insert(rows[i] / bank.hw());
+  }
+  stats.masked_rows += int64_t(rows.size() - keep.size());
+  for (int64_t f : flagged)
+    if (std::find(stats.flagged_images.begin(), stats.flagged_images.end(), f) ==
+        stats.flagged_images.end())
+      stats.flagged_images.push_back(f);
+  if (keep.empty()) return false;
+  bank.gather(keep, batch, m_stream);
+  return true;
+}
+
+TapTrainStats TapTrainer::train(VecView<float> theta, const PatchBank& bank,
+                                EpisodeSource& source, int64_t budget,
+                                const TrainProgress& progress) {
+  CHECK_INPUT(theta.size == n_params() && theta.device == m_device,
+              "trainer: parameter buffer has {} values on {}, the flow {} on {}", theta.size,
+              device_name(theta.device), n_params(), device_name(m_device));
+  CHECK_INPUT(bank.channels() == flow_config().dim, "trainer: bank has {} channels, flow dim {}",
+              bank.channels(), flow_config().dim);
+  const int64_t steps = steps_for_budget(budget);
+  return m_train.mode == "plain" ? train_plain(theta, bank, source, steps, progress)
+                                 : train_maml(theta, bank, source, steps, progress);
+}
+
+TapTrainStats TapTrainer::train_plain(VecView<float> theta, const PatchBank& bank,
+                                      EpisodeSource& source, int64_t steps,
+                                      const TrainProgress& progress) {
+  NVTX_RANGE("train_plain");
+  TapTrainStats st;
+  auto adam = make_optimizer<float>({{"type", "adam"}, {"lr", m_train.meta_lr}}, n_params(),
+                                    m_device);
+  for (int64_t step = 0; step < steps; ++step) {
+    const auto images = source.next_batch();
+    bank.gather(source.rows(images, bank.hw(), m_train.positions), m_support, m_stream);
+    double loss = m_flow_s.grad_at(theta, m_support.xv(), m_support.cv(), m_grad);
+    if (!std::isfinite(loss)) {
+      if (!gather_finite(bank, source, images, theta, m_support, st)) {
+        ++st.skipped_steps;
+        continue;
+      }
+      loss = m_flow_s.grad_at(theta, m_support.xv(), m_support.cv(), m_grad);
+    }
+    ++st.evals;
+    if (m_observer) m_observer(step, m_grad.to_host(m_stream));
+    try {
+      adam->step(theta.data, m_grad.data(), n_params(), m_stream);
+    } catch (const InputError&) {
+      ++st.skipped_steps;  // a non-finite gradient: the parameters are left as they were
+      continue;
+    }
+    if (st.steps == 0) st.first_loss = loss;
+    st.last_loss = loss;
+    ++st.steps;
+    if (progress) progress(step + 1, steps, loss);
+  }
+  return st;
+}
+
+TapTrainStats TapTrainer::train_maml(VecView<float> theta, const PatchBank& bank,
+                                     EpisodeSource& source, int64_t steps,
+                                     const TrainProgress& progress) {
+  NVTX_RANGE("train_maml");
+  TapTrainStats st;
+  auto adam = make_optimizer<float>({{"type", "adam"}, {"lr", m_train.meta_lr}}, n_params(),
+                                    m_device);
+  const int64_t P = n_params(), B = m_train.meta_batch;
+  const float alpha = float(m_train.inner_lr);
+  const int64_t per_task =
+      m_train.n_inner + 1 + (m_train.second_order ? 2 * m_train.n_inner : 0);
+  for (int64_t step = 0; step < steps; ++step) {
+    vec::fill<float>(P, 0.0f, m_meta_grad.data(), m_device, m_stream);
+    double query_loss = 0;
+    int64_t tasks = 0;
+    for (int64_t b = 0; b < B; ++b) {
+      const Episode ep = source.next_task();
+      bank.gather(source.rows(ep.support, bank.hw(), m_train.positions), m_support, m_stream);
+      bank.gather(source.rows(ep.query, bank.hw(), m_train.positions), m_query, m_stream);
+      TaskData<float> task{m_support.xv(), m_support.cv(), m_query.xv(), m_query.cv()};
+      MetaGradientInfo info = meta_gradient(m_flow_s, m_flow_q, VecView<const float>(theta), task,
+                                            m_train.n_inner, alpha, m_train.second_order,
+                                            VecView<float>(m_grad), m_ws);
+      st.evals += per_task;
+      if (!std::isfinite(info.support_loss) || !std::isfinite(info.query_loss)) {
+        // Leave out the rows that are not finite at theta_0 and try the task once more.
+        if (!gather_finite(bank, source, ep.support, theta, m_support, st) ||
+            !gather_finite(bank, source, ep.query, theta, m_query, st))
+          continue;
+        task = {m_support.xv(), m_support.cv(), m_query.xv(), m_query.cv()};
+        info = meta_gradient(m_flow_s, m_flow_q, VecView<const float>(theta), task,
+                             m_train.n_inner, alpha, m_train.second_order,
+                             VecView<float>(m_grad), m_ws);
+        st.evals += per_task;
+        if (!std::isfinite(info.support_loss) || !std::isfinite(info.query_loss)) continue;
+      }
+      vec::axpy<float>(P, 1.0f, m_grad.data(), m_meta_grad.data(), m_device, m_stream);
+      query_loss += info.query_loss;
+      ++tasks;
+    }
+    if (tasks == 0) {
+      ++st.skipped_steps;
+      continue;
+    }
+    vec::scale<float>(P, 1.0f / float(tasks), m_meta_grad.data(), m_device, m_stream);
+    if (m_observer) m_observer(step, m_meta_grad.to_host(m_stream));
+    try {
+      adam->step(theta.data, m_meta_grad.data(), P, m_stream);
+    } catch (const InputError&) {
+      ++st.skipped_steps;
+      continue;
+    }
+    const double loss = query_loss / double(tasks);
+    if (st.steps == 0) st.first_loss = loss;
+    st.last_loss = loss;
+    ++st.steps;
+    if (progress) progress(step + 1, steps, loss);
+  }
+  return st;
+}
+
+void TapTrainer::adapt(VecView<const float> theta0, VecView<float> theta, const PatchBank& bank,
+                       EpisodeSource& source, TapTrainStats* stats) {
+  NVTX_RANGE("adapt");
+  CHECK_INPUT(theta.size == n_params() && theta0.size == n_params(),
+              "trainer: adapt() buffers do not fit the flow");
+  mem::copy(theta.data, m_device, theta0.data, m_device, sizeof(float) * n_params(), m_stream);
+  if (m_train.mode == "plain") {
+    mem::synchronize(m_stream);
+    return;
+  }
+  TapTrainStats local;
+  TapTrainStats& st = stats ? *stats : local;
+  const float alpha = float(m_train.inner_lr);
+  for (int64_t step = 0; step < m_train.n_final; ++step) {
+    const auto images = source.next_batch();
+    bank.gather(source.rows(images, bank.hw(), m_train.positions), m_support, m_stream);
+    double loss = m_flow_s.grad_at(theta, m_support.xv(), m_support.cv(), m_grad);
+    if (!std::isfinite(loss)) {
+      if (!gather_finite(bank, source, images, theta, m_support, st)) continue;
+      loss = m_flow_s.grad_at(theta, m_support.xv(), m_support.cv(), m_grad);
+      if (!std::isfinite(loss)) continue;
+    }
+    ++st.evals;
+    vec::axpy<float>(n_params(), -alpha, m_grad.data(), theta.data, m_device, m_stream);
+  }
+  mem::synchronize(m_stream);
+}
+
+std::vector<float> TapTrainer::score(VecView<const float> theta, const PatchBank& bank,
+                                     const std::vector<int64_t>& images) {
+  NVTX_RANGE("score");
+  const int64_t hw = bank.hw();
+  std::vector<float> out(images.size() * hw);
+  // Whole images, in contiguous runs where the ids allow, capped at ~16k rows per forward.
+  const int64_t max_images = std::max<int64_t>(1, 16384 / hw);
+  std::vector<float> nll;
+  size_t i = 0;
+  while (i < images.size()) {
+    size_t j = i + 1;
+    while (j < images.size() && int64_t(j - i) < max_images && images[j] == images[j - 1] + 1)
+      ++j;
+    const int64_t count = int64_t(j - i);
+    m_flow_s.forward(theta, bank.image_rows(images[i], count), bank.image_condition(count), {},
+                     &nll);
+    std::copy(nll.begin(), nll.end(), out.begin() + i * hw);
+    i = j;
+  }
+  return out;
+}
+
+}  // namespace mirad

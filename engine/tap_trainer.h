@@ -1,0 +1,84 @@
+// TapTrainer: trains, adapts and scores the flow of one feature tap. Plain training is Adam on
+// the NLL of image batches; MAML is Adam on theta_0 with meta-gradients averaged over a
+// meta-batch of tasks, and the shipped parameters are theta_0 adapted by n_final SGD steps.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "engine/buffer.h"
+#include "engine/detector_config.h"
+#include "engine/episodes.h"
+#include "engine/flow.h"
+#include "engine/maml.h"
+#include "engine/patch_bank.h"
+
+namespace mirad {
+
+struct TapTrainStats {
+  int64_t steps = 0;         // optimizer steps taken (outer steps for MAML)
+  int64_t evals = 0;         // gradient evaluations spent (HVP = 2)
+  int64_t skipped_steps = 0; // steps whose gradient was not finite (parameters left as they were)
+  int64_t masked_rows = 0;   // batch rows left out for a non-finite NLL
+  std::vector<int64_t> flagged_images;  // bank images those rows came from (suspects)
+  double first_loss = 0, last_loss = 0;  // mean NLL of the first and last steps' batches
+};
+
+using TrainProgress = std::function<void(int64_t step, int64_t total, double loss)>;
+// Sees the gradient each optimizer step applies (the averaged meta-gradient for MAML), copied
+// to the host: for tests and inspection, off the hot path when unset.
+using GradientObserver = std::function<void(int64_t step, const std::vector<float>& grad)>;
+
+class TapTrainer {
+ public:
+  TapTrainer(const FlowConfig& flow, const TrainSettings& train, Device device,
+             Stream stream = {});
+  ~TapTrainer();
+
+  const FlowConfig& flow_config() const { return m_flow_s.config(); }
+  int64_t n_params() const { return m_flow_s.n_params(); }
+  Device device() const { return m_device; }
+  const TrainSettings& settings() const { return m_train; }
+  void set_gradient_observer(GradientObserver observer) { m_observer = std::move(observer); }
+  // Steps one train() call takes for a budget (at least one).
+  int64_t steps_for_budget(int64_t budget) const;
+
+  // The seeded initial parameters with a data-dependent ActNorm from one batch of the source.
+  Buffer<float> init_params(const PatchBank& bank, EpisodeSource& source);
+  // Trains theta in place (theta_0 for MAML) with `budget` gradient evaluations. Fresh Adam
+  // state every call.
+  TapTrainStats train(VecView<float> theta, const PatchBank& bank, EpisodeSource& source,
+                      int64_t budget, const TrainProgress& progress = {});
+  // The shipped parameters: MAML adapts theta_0 with n_final SGD steps (alpha = inner_lr) on
+  // batches of the source; plain copies theta_0.
+  void adapt(VecView<const float> theta0, VecView<float> theta, const PatchBank& bank,
+             EpisodeSource& source, TapTrainStats* stats = nullptr);
+  // Per-position NLL of whole images: [images.size() * hw] on the host, image-major. A
+  // non-finite value is kept (the most anomalous); nothing throws for it.
+  std::vector<float> score(VecView<const float> theta, const PatchBank& bank,
+                           const std::vector<int64_t>& images);
+
+ private:
+  // A batch of the given images' rows, with rows whose NLL at theta is not finite left out
+  // (recorded in stats). False when nothing finite is left.
+  bool gather_finite(const PatchBank& bank, EpisodeSource& source,
+                     const std::vector<int64_t>& images, VecView<const float> theta,
+                     PatchBatch& batch, TapTrainStats& stats);
+  TapTrainStats train_plain(VecView<float> theta, const PatchBank& bank, EpisodeSource& source,
+                            int64_t steps, const TrainProgress& progress);
+  TapTrainStats train_maml(VecView<float> theta, const PatchBank& bank, EpisodeSource& source,
+                           int64_t steps, const TrainProgress& progress);
+
+  TrainSettings m_train;
+  Device m_device;
+  Stream m_stream;
+  CouplingFlow<float> m_flow_s, m_flow_q;
+  MamlWorkspace<float> m_ws;
+  PatchBatch m_support, m_query;
+  Buffer<float> m_grad, m_meta_grad;
+  GradientObserver m_observer;
+};
+
+}  // namespace mirad
