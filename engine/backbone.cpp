@@ -5,6 +5,8 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cmath>
+#include <set>
 
 #include "engine/backbone_impl.h"
 #include "engine/error.h"
@@ -54,6 +56,25 @@ std::size_t ArenaPlanner::finish(std::size_t alignment) {
   return total;
 }
 
+namespace {
+
+// Load-time check: every weight and bias the graph uses is finite. A NaN would not surface
+// later: relu6 turns it into a finite 6 (fmin/fmax drop NaN), so features would look normal.
+void check_finite_weights(const Graph& g, const SafeTensors& weights) {
+  std::set<std::string> checked;
+  for (std::size_t i = 0; i < g.ops.size(); ++i)
+    for (const std::string* name : {&g.ops[i].weight, &g.ops[i].bias}) {
+      if (name->empty() || !checked.insert(*name).second) continue;
+      const HostTensor& t = weights.at(*name);
+      for (std::size_t k = 0; k < t.data.size(); ++k)
+        CHECK_INPUT(std::isfinite(t.data[k]),
+                    "{}: tensor '{}' (op {}) holds {} at index {}: weights must be finite",
+                    weights.name(), *name, i, t.data[k], k);
+    }
+}
+
+}  // namespace
+
 Backbone::Backbone(const fs::path& dir, Device device, Stream stream, BackboneOptions options)
     : Backbone(load_graph(dir / "graph.json"), load_safetensors(dir / "weights.safetensors"),
                device, stream, options) {}
@@ -64,6 +85,7 @@ Backbone::Backbone(Graph graph, const SafeTensors& weights, Device device, Strea
   CHECK_INPUT(options.cpu_batch_chunk >= 0, "backbone {}: cpu_batch_chunk must be >= 0, got {}",
               graph.file, options.cpu_batch_chunk);
   check_weights(graph, weights);
+  check_finite_weights(graph, weights);
   if (device == Device::cpu) {
     m_impl = make_cpu_backbone(std::move(graph), weights, options);
     return;

@@ -9,6 +9,8 @@
 #include <set>
 
 #include "engine/error.h"
+#include "engine/file_io.h"
+#include "engine/json_io.h"
 #include "engine/safetensors.h"
 
 namespace mirad {
@@ -107,29 +109,33 @@ struct OpContext {
   }
 };
 
-int64_t positive_int(const json& v, const OpContext& ctx, const char* field) {
+// A positive integer up to `max`: the bounds (graph.h) keep absurd geometry (a stride of
+// 2^40) from reaching oneDNN or cuDNN, whose failures would read as internal errors.
+int64_t positive_int(const json& v, const OpContext& ctx, const char* field, int64_t max) {
   if (!v.is_number_integer() || v.get<int64_t>() < 1)
-    ctx.fail("'{}' must be a positive integer or a pair of them, got {}", field, v.dump());
+    ctx.fail("'{}' must be a positive integer or a pair of them, got {}", field, json_excerpt(v));
+  if (v.get<int64_t>() > max)
+    ctx.fail("'{}' = {} is above the limit of {}", field, json_excerpt(v), max);
   return v.get<int64_t>();
 }
 
 // A field given as an int (both dimensions) or as [h, w].
-std::pair<int64_t, int64_t> int_pair(const json& op, const char* field, int64_t dflt,
+std::pair<int64_t, int64_t> int_pair(const json& op, const char* field, int64_t dflt, int64_t max,
                                      const OpContext& ctx) {
   if (!op.contains(field)) return {dflt, dflt};
   const json& v = op[field];
   if (v.is_array()) {
-    if (v.size() != 2) ctx.fail("'{}' must be an int or [h, w], got {}", field, v.dump());
-    return {positive_int(v[0], ctx, field), positive_int(v[1], ctx, field)};
+    if (v.size() != 2) ctx.fail("'{}' must be an int or [h, w], got {}", field, json_excerpt(v));
+    return {positive_int(v[0], ctx, field, max), positive_int(v[1], ctx, field, max)};
   }
-  const int64_t x = positive_int(v, ctx, field);
+  const int64_t x = positive_int(v, ctx, field, max);
   return {x, x};
 }
 
 std::string string_field(const json& op, const char* field, const OpContext& ctx) {
   if (!op.contains(field)) ctx.fail("missing '{}'", field);
   if (!op[field].is_string() || op[field].get<std::string>().empty())
-    ctx.fail("'{}' must be a non-empty string, got {}", field, op[field].dump());
+    ctx.fail("'{}' must be a non-empty string, got {}", field, json_excerpt(op[field]));
   return op[field].get<std::string>();
 }
 
@@ -139,11 +145,13 @@ void parse_padding(const json& op, GraphOp& g, const OpContext& ctx) {
   if (has_pads) {
     const json& p = op["pads"];
     if (!p.is_array() || p.size() != 4)
-      ctx.fail("'pads' must be [top, bottom, left, right], got {}", p.dump());
+      ctx.fail("'pads' must be [top, bottom, left, right], got {}", json_excerpt(p));
     int64_t v[4];
     for (int k = 0; k < 4; ++k) {
       if (!p[k].is_number_integer() || p[k].get<int64_t>() < 0)
-        ctx.fail("'pads' must hold non-negative integers, got {}", p.dump());
+        ctx.fail("'pads' must hold non-negative integers, got {}", json_excerpt(p));
+      if (p[k].get<int64_t>() > kMaxGraphPad)
+        ctx.fail("'pads' {} exceed the limit of {} per side", json_excerpt(p), kMaxGraphPad);
       v[k] = p[k].get<int64_t>();
     }
     g.pad_mode = PadMode::explicit_pads;
@@ -158,7 +166,8 @@ void parse_padding(const json& op, GraphOp& g, const OpContext& ctx) {
   else if (s == "VALID")
     g.pad_mode = PadMode::valid;
   else
-    ctx.fail("unknown padding {} (expected \"SAME\", \"VALID\" or explicit \"pads\")", p.dump());
+    ctx.fail("unknown padding {} (expected \"SAME\", \"VALID\" or explicit \"pads\")",
+             json_excerpt(p));
 }
 
 Activation parse_act(const json& op, const OpContext& ctx) {
@@ -168,7 +177,7 @@ Activation parse_act(const json& op, const OpContext& ctx) {
   if (s == "none") return Activation::none;
   if (s == "relu") return Activation::relu;
   if (s == "relu6") return Activation::relu6;
-  ctx.fail("unknown act {} (expected \"none\", \"relu\" or \"relu6\")", a.dump());
+  ctx.fail("unknown act {} (expected \"none\", \"relu\" or \"relu6\")", json_excerpt(a));
 }
 
 GraphOp parse_op(const json& op, int index, std::string_view file) {
@@ -192,7 +201,7 @@ GraphOp parse_op(const json& op, int index, std::string_view file) {
   if (!op.contains("inputs") || !op["inputs"].is_array()) ctx.fail("missing the array 'inputs'");
   for (const json& in : op["inputs"]) {
     if (!in.is_string() || in.get<std::string>().empty())
-      ctx.fail("'inputs' must hold tensor names, got {}", op["inputs"].dump());
+      ctx.fail("'inputs' must hold tensor names, got {}", json_excerpt(op["inputs"]));
     g.inputs.push_back(in.get<std::string>());
   }
   const int n_in = static_cast<int>(g.inputs.size());
@@ -208,11 +217,13 @@ GraphOp parse_op(const json& op, int index, std::string_view file) {
     case OpType::depthwise_conv2d:
       g.weight = string_field(op, "weight", ctx);
       if (op.contains("bias")) g.bias = string_field(op, "bias", ctx);
-      std::tie(g.stride_h, g.stride_w) = int_pair(op, "stride", 1, ctx);
-      std::tie(g.dilation_h, g.dilation_w) = int_pair(op, "dilation", 1, ctx);
-      g.groups = op.contains("groups") ? positive_int(op["groups"], ctx, "groups") : 0;
-      g.out_channels =
-          op.contains("out_channels") ? positive_int(op["out_channels"], ctx, "out_channels") : 0;
+      std::tie(g.stride_h, g.stride_w) = int_pair(op, "stride", 1, kMaxGraphStride, ctx);
+      std::tie(g.dilation_h, g.dilation_w) = int_pair(op, "dilation", 1, kMaxGraphDilation, ctx);
+      g.groups =
+          op.contains("groups") ? positive_int(op["groups"], ctx, "groups", kMaxGraphChannels) : 0;
+      g.out_channels = op.contains("out_channels") ? positive_int(op["out_channels"], ctx,
+                                                                  "out_channels", kMaxGraphChannels)
+                                                   : 0;
       g.kernel_h = g.kernel_w = 0;  // from the weight, in check_weights
       parse_padding(op, g, ctx);
       g.act = parse_act(op, ctx);
@@ -220,8 +231,9 @@ GraphOp parse_op(const json& op, int index, std::string_view file) {
     case OpType::fully_connected:
       g.weight = string_field(op, "weight", ctx);
       if (op.contains("bias")) g.bias = string_field(op, "bias", ctx);
-      g.out_channels =
-          op.contains("out_channels") ? positive_int(op["out_channels"], ctx, "out_channels") : 0;
+      g.out_channels = op.contains("out_channels") ? positive_int(op["out_channels"], ctx,
+                                                                  "out_channels", kMaxGraphChannels)
+                                                   : 0;
       g.act = parse_act(op, ctx);
       break;
     case OpType::add:
@@ -237,11 +249,11 @@ GraphOp parse_op(const json& op, int index, std::string_view file) {
         g.global_pool = true;
         break;
       }
-      std::tie(g.kernel_h, g.kernel_w) = int_pair(op, "kernel", 1, ctx);
+      std::tie(g.kernel_h, g.kernel_w) = int_pair(op, "kernel", 1, kMaxGraphKernel, ctx);
       // A window pool without a stride is almost certainly a converter bug (TF and PyTorch
       // disagree on the default), so it must be spelled out.
       if (!op.contains("stride")) ctx.fail("missing 'stride'");
-      std::tie(g.stride_h, g.stride_w) = int_pair(op, "stride", 1, ctx);
+      std::tie(g.stride_h, g.stride_w) = int_pair(op, "stride", 1, kMaxGraphStride, ctx);
       parse_padding(op, g, ctx);
       if (g.pad_mode == PadMode::explicit_pads &&
           (g.pads.top >= g.kernel_h || g.pads.bottom >= g.kernel_h || g.pads.left >= g.kernel_w ||
@@ -268,12 +280,7 @@ GraphOp parse_op(const json& op, int index, std::string_view file) {
 }  // namespace
 
 Graph parse_graph(std::string_view text, std::string_view file) {
-  json j;
-  try {
-    j = json::parse(text.begin(), text.end());
-  } catch (const json::exception& e) {
-    throw InputError(fmt::format("{}: not valid JSON ({})", file, e.what()));
-  }
+  const json j = parse_json_bounded(text, std::string(file));
   CHECK_INPUT(j.is_object(), "{}: a graph must be a JSON object", file);
   static const std::set<std::string> kTop = {"format", "version", "name",        "source",
                                              "input",  "output",  "input_shape", "preprocess",
@@ -285,10 +292,10 @@ Graph parse_graph(std::string_view text, std::string_view file) {
   g.file = std::string(file);
   if (j.contains("format"))
     CHECK_INPUT(j["format"] == "mirad-graph", "{}: format {} is not \"mirad-graph\"", file,
-                j["format"].dump());
+                json_excerpt(j["format"]));
   if (j.contains("version"))
     CHECK_INPUT(j["version"] == 1, "{}: version {} is not supported (this reader knows 1)", file,
-                j["version"].dump());
+                json_excerpt(j["version"]));
   auto opt_string = [&](const char* key, std::string& out) {
     if (!j.contains(key)) return;
     CHECK_INPUT(j[key].is_string(), "{}: '{}' must be a string", file, key);
@@ -307,9 +314,15 @@ Graph parse_graph(std::string_view text, std::string_view file) {
     CHECK_INPUT(s.is_array() && s.size() == 3 &&
                     std::all_of(s.begin(), s.end(),
                                 [](const json& v) { return v.is_number_integer() && v > 0; }),
-                "{}: input_shape must be [C, H, W] of positive integers, got {}", file, s.dump());
+                "{}: input_shape must be [C, H, W] of positive integers, got {}", file,
+                json_excerpt(s));
     g.input_shape =
         std::array<int64_t, 3>{s[0].get<int64_t>(), s[1].get<int64_t>(), s[2].get<int64_t>()};
+    CHECK_INPUT((*g.input_shape)[0] <= kMaxGraphChannels &&
+                    (*g.input_shape)[1] <= kMaxGraphSpatial &&
+                    (*g.input_shape)[2] <= kMaxGraphSpatial,
+                "{}: input_shape {} is above the limits ({} channels, {} pixels a side)", file,
+                json_excerpt(s), kMaxGraphChannels, kMaxGraphSpatial);
     g.input_channels = (*g.input_shape)[0];
   }
 
@@ -324,15 +337,16 @@ Graph parse_graph(std::string_view text, std::string_view file) {
         CHECK_INPUT(
             v.is_array() && v.size() == 3 &&
                 std::all_of(v.begin(), v.end(), [](const json& x) { return x.is_number(); }),
-            "{}: preprocess.{} must be 3 numbers, got {}", file, k, v.dump());
+            "{}: preprocess.{} must be 3 numbers, got {}", file, k, json_excerpt(v));
         std::array<double, 3> a{v[0].get<double>(), v[1].get<double>(), v[2].get<double>()};
         if (k == "std")
           CHECK_INPUT(a[0] > 0 && a[1] > 0 && a[2] > 0, "{}: preprocess.std must be positive",
                       file);
         (k == "mean" ? pre.mean : pre.std) = a;
       } else if (k == "resize" || k == "crop") {
-        CHECK_INPUT(it.value().is_number_integer() && it.value() > 0,
-                    "{}: preprocess.{} must be a positive integer", file, k);
+        CHECK_INPUT(
+            it.value().is_number_integer() && it.value() > 0 && it.value() <= kMaxGraphSpatial,
+            "{}: preprocess.{} must be a positive integer up to {}", file, k, kMaxGraphSpatial);
         (k == "resize" ? pre.resize : pre.crop) = it.value().get<int64_t>();
       } else {
         throw InputError(fmt::format(
@@ -344,6 +358,8 @@ Graph parse_graph(std::string_view text, std::string_view file) {
 
   CHECK_INPUT(j.contains("ops") && j["ops"].is_array() && !j["ops"].empty(),
               "{}: missing a non-empty array 'ops'", file);
+  CHECK_INPUT(j["ops"].size() <= static_cast<std::size_t>(kMaxGraphOps),
+              "{}: {} ops, above the limit of {}", file, j["ops"].size(), kMaxGraphOps);
   std::map<std::string, int> producer = {{g.input, -1}};
   const json& ops = j["ops"];
   for (std::size_t i = 0; i < ops.size(); ++i) {
@@ -373,7 +389,7 @@ Graph parse_graph(std::string_view text, std::string_view file) {
     for (auto it = j["taps"].begin(); it != j["taps"].end(); ++it) {
       const json& v = it.value();
       CHECK_INPUT(v.is_number_integer() && v >= 0 && v < static_cast<int64_t>(g.ops.size()),
-                  "{}: tap '{}' = {} is not an op index (0..{})", file, it.key(), v.dump(),
+                  "{}: tap '{}' = {} is not an op index (0..{})", file, it.key(), json_excerpt(v),
                   g.ops.size() - 1);
       g.taps[it.key()] = v.get<int>();
     }
@@ -382,16 +398,7 @@ Graph parse_graph(std::string_view text, std::string_view file) {
 }
 
 Graph load_graph(const fs::path& path) {
-  std::error_code ec;
-  CHECK_INPUT(fs::is_regular_file(path, ec), "{}: no such graph file", path.string());
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  CHECK_INPUT(f, "{}: cannot open", path.string());
-  std::string text;
-  char buf[65536];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
-  std::fclose(f);
-  return parse_graph(text, path.string());
+  return parse_graph(read_file_text(path, kMaxGraphFileBytes), path.string());
 }
 
 void check_weights(Graph& g, const SafeTensors& weights) {
@@ -434,6 +441,16 @@ void check_weights(Graph& g, const SafeTensors& weights) {
         if (O < 1 || I_g < 1 || w.shape[2] < 1 || w.shape[3] < 1)
           ctx.fail("weight '{}' in {} has an empty shape [{}]", op.weight, weights.name(),
                    fmt::join(w.shape, ", "));
+        if (O > kMaxGraphChannels || I_g > kMaxGraphChannels || w.shape[2] > kMaxGraphKernel ||
+            w.shape[3] > kMaxGraphKernel)
+          ctx.fail("weight '{}' in {} has shape [{}], above the limits ({} channels, kernel {})",
+                   op.weight, weights.name(), fmt::join(w.shape, ", "), kMaxGraphChannels,
+                   kMaxGraphKernel);
+        // The dilated extent sets SAME padding; bounded, it cannot ask for huge pads either.
+        if ((w.shape[2] - 1) * op.dilation_h + 1 > kMaxGraphKernel ||
+            (w.shape[3] - 1) * op.dilation_w + 1 > kMaxGraphKernel)
+          ctx.fail("kernel {}x{} dilated by {}x{} spans more than {} pixels", w.shape[2],
+                   w.shape[3], op.dilation_h, op.dilation_w, kMaxGraphKernel);
         int64_t cin = c_in;
         if (op.type == OpType::depthwise_conv2d) {
           if (I_g != 1)
@@ -480,6 +497,10 @@ void check_weights(Graph& g, const SafeTensors& weights) {
           ctx.fail("weight '{}' in {} has shape [{}], expected [O, I]", op.weight, weights.name(),
                    fmt::join(w.shape, ", "));
         const int64_t O = w.shape[0], K = w.shape[1];
+        if (O > kMaxGraphChannels || K > kMaxGraphTensorElements)
+          ctx.fail("weight '{}' in {} has shape [{}], above the limits ({} outputs, {} inputs)",
+                   op.weight, weights.name(), fmt::join(w.shape, ", "), kMaxGraphChannels,
+                   kMaxGraphTensorElements);
         // A flattened input's size is known now; an NCHW one's only with its spatial size.
         if (c_in && r_in == 2 && c_in != K)
           ctx.fail("weight '{}' in {} takes {} inputs, but the input has {}", op.weight,
@@ -558,6 +579,10 @@ std::vector<TensorShape> infer_shapes(const Graph& g, const TensorShape& input, 
               "{}: input shape {} must be a non-empty [N, C, H, W]", g.file, input.str());
   CHECK_INPUT(g.input_channels == 0 || input.c == g.input_channels,
               "{}: input has {} channels, the graph takes {}", g.file, input.c, g.input_channels);
+  CHECK_INPUT(
+      input.c <= kMaxGraphChannels && input.h <= kMaxGraphSpatial && input.w <= kMaxGraphSpatial,
+      "{}: input shape {} is above the limits ({} channels, {} pixels a side)", g.file, input.str(),
+      kMaxGraphChannels, kMaxGraphSpatial);
   std::vector<TensorShape> shapes(last_op + 1);
   for (int i = 0; i <= last_op; ++i) {
     const GraphOp& op = g.ops[i];
@@ -617,6 +642,12 @@ std::vector<TensorShape> infer_shapes(const Graph& g, const TensorShape& input, 
       case OpType::softmax:
         break;
     }
+    // Checked per image, before any plan or arena is sized from these shapes: explicit pads
+    // can grow a map op after op.
+    if (out.h > kMaxGraphSpatial || out.w > kMaxGraphSpatial ||
+        out.c * out.h * out.w > kMaxGraphTensorElements)
+      ctx.fail("output {} is above the limits ({} pixels a side, {} values per image)", out.str(),
+               kMaxGraphSpatial, kMaxGraphTensorElements);
     shapes[i] = out;
   }
   return shapes;

@@ -95,13 +95,30 @@ struct Graph {
   int64_t input_channels = 0;
 };
 
-// Parses graph JSON text; `file` names it in messages. InputError for: malformed JSON, unknown
-// top-level fields, an unknown op type or an unknown field of an op (naming the op index and
-// the field), a missing required field, bad values (stride/dilation/kernel < 1, negative pads,
-// both "padding" and "pads", an unknown padding or activation, wrong input counts), an input
-// used before it is produced, an output produced twice, an "output" no op produces, and taps
-// out of range. Weights are not looked at here (check_weights).
+// Bounds on graph geometry, far above any real CNN (kernels <= 11, strides <= 4, pads <= 5,
+// channels <= 4096; ResNet-50's stem at a 4096 x 4096 input holds 2^28 values), checked at
+// parse/load time and in infer_shapes, before anything is allocated: a hostile graph (a stride
+// of 2^40, pads of 100000) is an InputError, not a oneDNN failure or a 140 GB spill file.
+inline constexpr int64_t kMaxGraphKernel = 1024;  // kernel side, dilated extent included
+inline constexpr int64_t kMaxGraphStride = 1024;
+inline constexpr int64_t kMaxGraphDilation = 1024;
+inline constexpr int64_t kMaxGraphPad = 1024;        // explicit pads, per side
+inline constexpr int64_t kMaxGraphChannels = 65536;  // conv/FC outputs, conv inputs, groups
+inline constexpr int64_t kMaxGraphSpatial = 65536;   // H and W of the input and every op output
+inline constexpr int64_t kMaxGraphTensorElements = int64_t(1) << 30;  // C*H*W of one image
+inline constexpr int64_t kMaxGraphOps = 100000;
+inline constexpr uint64_t kMaxGraphFileBytes = uint64_t(64) << 20;  // graph.json (~100 KB real)
+
+// Parses graph JSON text; `file` names it in messages. InputError for: malformed JSON (or
+// nested deeper than kMaxJsonDepth, or a key given twice), geometry above the bounds above,
+// unknown top-level fields, an unknown op type or an unknown field of an op (naming the op
+// index and the field), a missing required field, bad values (stride/dilation/kernel < 1,
+// negative pads, both "padding" and "pads", an unknown padding or activation, wrong input counts),
+// an input used before it is produced, an output produced twice, an "output" no op produces, and
+// taps out of range. Weights are not looked at here (check_weights).
 Graph parse_graph(std::string_view json_text, std::string_view file);
+// parse_graph on the file; InputError for a path that is not a regular file, or one larger
+// than kMaxGraphFileBytes.
 Graph load_graph(const std::filesystem::path& path);
 
 // Load-time checks against the weights, filling in what the weights define (conv kernel

@@ -45,13 +45,18 @@ class SafeTensors {
   std::map<std::string, std::string> m_metadata;
 };
 
+// The largest JSON header accepted, as the reference implementation's MAX_HEADER_SIZE: about
+// 1 million tensor entries. The data section is not capped: it is mapped, not read.
+inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
+
 // Maps the file (read-only) and parses it. InputError naming the file, and the tensor where
-// there is one, for: a file shorter than 8 bytes, a header length beyond the file, a header
-// that is not a JSON object (or has a duplicate name), an entry without exactly dtype, shape
-// and data_offsets, a dtype other than F32/F16/BF16/F64 (unknown or unsupported: both are
-// named), a negative or overflowing shape, offsets that are reversed, out of range, overlapping
-// or leave holes or trailing bytes (the safetensors spec forbids both, against polyglot
-// files), and a byte count other than numel x dtype size. Non-string metadata values too.
+// there is one, for: a path that is not a regular file (FIFOs, devices), a file shorter than 8
+// bytes, a header length beyond the file or above kMaxSafetensorsHeaderBytes, a header that is
+// not a JSON object (or repeats a name, or nests deeper than kMaxJsonDepth), an entry without
+// exactly dtype, shape and data_offsets, a dtype other than F32/F16/BF16/F64 (unknown or
+// unsupported: both are named), a negative or overflowing shape, offsets that are reversed, out of
+// range, overlapping or leave holes or trailing bytes (the safetensors spec forbids both, against
+// polyglot files), and a byte count other than numel x dtype size. Non-string metadata values too.
 SafeTensors load_safetensors(const std::filesystem::path& path);
 // The same checks on bytes in memory; `name` stands for the file in messages.
 SafeTensors parse_safetensors(std::span<const uint8_t> bytes, std::string_view name);

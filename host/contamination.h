@@ -58,10 +58,26 @@ ContaminatedDataset contaminate(const Dataset& clean, const ContaminationOptions
 // defect image of its test split).
 Dataset apply_manifest(const Dataset& clean, const ContaminationManifest& manifest);
 
-// JSON, written atomically. read_manifest: InputError naming the file for unreadable JSON,
-// missing keys or an unknown schema version.
+// Largest manifest read: ~1 million moved images at ~250 bytes each.
+inline constexpr uint64_t kMaxManifestBytes = uint64_t(256) << 20;
+
+// JSON, written atomically; InputError naming the file for a path, mask or defect type that is
+// not valid UTF-8 (JSON cannot hold it), before anything is written. read_manifest: InputError
+// naming the file and the field for a file that is not regular or is above kMaxManifestBytes,
+// malformed or too deeply nested JSON, an unknown schema version, a missing or unknown key, a
+// value of the wrong type (a seed or count must be an integer in [0, 2^64): -1, 1.5 and 2^64
+// are refused, not wrapped), an unknown layout or sampler, a NUL byte in a string, a moved
+// item not labelled defect, or counts that contradict each other or the list.
 void write_manifest(const std::filesystem::path& path, const ContaminationManifest& manifest);
 ContaminationManifest read_manifest(const std::filesystem::path& path);
+
+// What `--check` does: re-draws the split from the manifest's seed, ratio (or requested count)
+// and overlap on `clean`, and compares it with everything the manifest lists (counts, every
+// moved path, defect type and mask). InputError naming the first field that differs, for a
+// layout other than the dataset's, or for a root that names another existing folder (a root
+// that no longer exists is accepted: the dataset may have moved, and paths are relative).
+// Returns the re-drawn split, identical to what apply_manifest gives.
+ContaminatedDataset check_manifest(const Dataset& clean, const ContaminationManifest& manifest);
 
 // The RNG pieces, public so that their exact sequences can be pinned by tests: splits must
 // not change when the standard library does. std::mt19937_64's output is fixed by the C++

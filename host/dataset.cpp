@@ -4,10 +4,12 @@
 #include <algorithm>
 #include <cctype>
 #include <fstream>
+#include <map>
 #include <set>
 #include <system_error>
 
 #include "engine/error.h"
+#include "engine/file_io.h"
 #include "host/image.h"
 #include "host/thread_pool.h"
 
@@ -114,22 +116,30 @@ bool mask_has_defect(const fs::path& mask) {
 std::vector<Item> scan_ksdd2_split(const fs::path& dir, ThreadPool* pool) {
   require_dir(dir, "KSDD2 split");
   std::vector<fs::path> files = image_files(dir);
-  std::set<std::string> names;
-  for (const auto& f : files) names.insert(f.filename().string());
+  // Pairs are matched on stem + lower-case extension: 10.PNG goes with 10_GT.png, as the
+  // extension's case carries no meaning (the decoder reads the signature).
+  std::map<std::string, fs::path> by_key;
+  for (const auto& f : files) {
+    const std::string key = f.stem().string() + lower(f.extension().string());
+    auto [it, fresh] = by_key.emplace(key, f);
+    CHECK_INPUT(fresh, "{} and {}: two files whose names differ only in the case of the extension",
+                it->second.string(), f.string());
+  }
   std::vector<Item> items;
   for (const auto& f : files) {
     const std::string stem = f.stem().string();
+    const std::string ext = lower(f.extension().string());
     const bool is_mask = stem.size() > 3 && stem.ends_with("_GT");
     if (is_mask) {
-      const std::string image_name = stem.substr(0, stem.size() - 3) + f.extension().string();
-      CHECK_INPUT(names.count(image_name), "{}: mask without its image {}", f.string(),
-                  (dir / image_name).string());
+      const std::string image_key = stem.substr(0, stem.size() - 3) + ext;
+      CHECK_INPUT(by_key.count(image_key), "{}: mask without its image {}", f.string(),
+                  (dir / image_key).string());
       continue;
     }
-    const fs::path mask = dir / (stem + "_GT" + f.extension().string());
-    CHECK_INPUT(names.count(mask.filename().string()), "{}: image without its mask {}", f.string(),
-                mask.string());
-    items.push_back(Item{f, Label::good, "good", mask});
+    auto mask = by_key.find(stem + "_GT" + ext);
+    CHECK_INPUT(mask != by_key.end(), "{}: image without its mask {}", f.string(),
+                (dir / (stem + "_GT" + f.extension().string())).string());
+    items.push_back(Item{f, Label::good, "good", mask->second});
   }
   auto label_one = [&](std::size_t i) {
     if (mask_has_defect(items[i].mask_path)) {
@@ -146,7 +156,18 @@ std::vector<Item> scan_ksdd2_split(const fs::path& dir, ThreadPool* pool) {
   return items;
 }
 
+// require_regular_file, with the list file and line in front of its message.
+void require_listed_file(const fs::path& path, const fs::path& list, int line_no) {
+  try {
+    require_regular_file(path);
+  } catch (const InputError& e) {
+    throw InputError(fmt::format("{}:{}: {}", list.string(), line_no, e.what()));
+  }
+}
+
 std::vector<Item> read_list(const fs::path& list) {
+  // A FIFO or device as the list would block or never end.
+  require_regular_file(list);
   std::ifstream in(list);
   CHECK_INPUT(in.good(), "{}: cannot open list file", list.string());
   const fs::path base = list.parent_path();
@@ -157,7 +178,6 @@ std::vector<Item> read_list(const fs::path& list) {
   std::vector<Item> items;
   std::set<std::string> seen;
   std::string line;
-  std::error_code ec;
   for (int line_no = 1; std::getline(in, line); ++line_no) {
     const std::string t = trim(line);
     if (t.empty() || t[0] == '#') continue;
@@ -184,10 +204,9 @@ std::vector<Item> read_list(const fs::path& list) {
     it.defect_type = it.label == Label::good ? "good" : "defect";
     if (fields.size() > 2 && !fields[2].empty()) it.defect_type = fields[2];
     if (fields.size() > 3 && !fields[3].empty()) it.mask_path = resolve(fields[3]);
-    CHECK_INPUT(fs::is_regular_file(it.path, ec), "{}:{}: {}: no such file", list.string(), line_no,
-                it.path.string());
-    CHECK_INPUT(it.mask_path.empty() || fs::is_regular_file(it.mask_path, ec),
-                "{}:{}: {}: no such mask file", list.string(), line_no, it.mask_path.string());
+    // The system's reason, not just "no such file": a symlink loop or a FIFO says so.
+    require_listed_file(it.path, list, line_no);
+    if (!it.mask_path.empty()) require_listed_file(it.mask_path, list, line_no);
     CHECK_INPUT(seen.insert(it.path.lexically_normal().generic_string()).second,
                 "{}:{}: {} is listed twice", list.string(), line_no, it.path.string());
     items.push_back(std::move(it));

@@ -49,7 +49,8 @@ void validate_item(const Item& item);
 // gets no masks; a ground_truth folder that lacks one image's mask is an error.
 Dataset load_mvtec(const std::filesystem::path& category_dir);
 
-// KolektorSDD2: <root>/train and <root>/test, each holding <id>.png with its mask <id>_GT.png.
+// KolektorSDD2: <root>/train and <root>/test, each holding <id>.png with its mask <id>_GT.png
+// (the extensions' case may differ: 10.PNG pairs with 10_GT.png).
 // The label comes from the mask (all zero = good), so every mask is decoded; with a pool, in
 // parallel. Every image needs its mask and every mask its image.
 Dataset load_ksdd2(const std::filesystem::path& root, ThreadPool* pool = nullptr);

@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "engine/error.h"
+#include "engine/file_io.h"
 #include "engine/nvtx.h"
 #include "host/batch_streamer.h"
 #include "host/image.h"
@@ -42,7 +43,6 @@ std::vector<std::filesystem::path> collect_images(const std::vector<std::filesys
   std::vector<std::filesystem::path> out;
   for (const auto& p : paths) {
     std::error_code ec;
-    CHECK_INPUT(std::filesystem::exists(p, ec), "no such file or directory: {}", p.string());
     if (std::filesystem::is_directory(p, ec)) {
       std::vector<std::filesystem::path> found;
       for (auto it = std::filesystem::recursive_directory_iterator(p, ec);
@@ -53,6 +53,9 @@ std::vector<std::filesystem::path> collect_images(const std::vector<std::filesys
       std::sort(found.begin(), found.end());
       out.insert(out.end(), found.begin(), found.end());
     } else {
+      // Named files are checked now, not at decode time after the work has started: a FIFO
+      // would block, /dev/zero never ends, and a symlink loop is not "no such file".
+      require_regular_file(p);
       out.push_back(p);
     }
   }

@@ -3,9 +3,11 @@
 
 #include <spng.h>
 #include <turbojpeg.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -295,19 +297,33 @@ Image decode_image(std::span<const uint8_t> bytes, const DecodeOptions& options,
 }
 
 Image decode_image(const fs::path& path, const DecodeOptions& options) {
-  std::vector<uint8_t> bytes = read_file_bytes(path);
+  std::vector<uint8_t> bytes = read_file_bytes(path, options.max_file_bytes);
   return decode_image(bytes, options, path.string());
 }
 
 ImageInfo read_image_info(const fs::path& path) {
   const std::string name = path.string();
-  std::error_code ec;
-  CHECK_INPUT(fs::is_regular_file(path, ec), "{}: not a readable file", name);
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  CHECK_INPUT(f != nullptr, "{}: cannot open ({})", name, std::strerror(errno));
+  // A regular file only (a FIFO would block, a device never end); the open cannot block.
+  int fd = -1;
+  try {
+    fd = open_regular_file(path);
+  } catch (const InputError& e) {
+    throw InputError(fmt::format("{} (not a readable file)", e.what()));
+  }
   uint8_t head[33];
-  std::size_t got = std::fread(head, 1, sizeof head, f);
-  std::fclose(f);
+  std::size_t got = 0;
+  while (got < sizeof head) {
+    const ssize_t n = ::read(fd, head + got, sizeof head - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      throw InputError(fmt::format("{}: read failed ({})", name, std::strerror(err)));
+    }
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
   std::span<const uint8_t> hb(head, got);
   CHECK_INPUT(got > 0, "{}: empty file", name);
 
@@ -326,7 +342,7 @@ ImageInfo read_image_info(const fs::path& path) {
     return info;
   }
   if (has_jpeg_signature(hb)) {
-    std::vector<uint8_t> bytes = read_file_bytes(path);
+    std::vector<uint8_t> bytes = read_file_bytes(path, kMaxImageFileBytes);
     TjHandle handle(tjInitDecompress());
     CHECK_THROW(handle != nullptr);
     JpegHeader hd = read_jpeg_header(handle.get(), bytes, name);

@@ -66,10 +66,15 @@ enum class HighBitDepth {
 // samples under 2 GiB). Checked from the header, before anything is allocated.
 inline constexpr uint64_t kDefaultMaxPixels = 178956970;
 
+// Largest image file read: above the biggest PNG the default pixel limit allows (16-bit RGBA
+// stored without compression, 1.43 GB). Only regular files are read at all.
+inline constexpr uint64_t kMaxImageFileBytes = uint64_t(2) << 30;
+
 struct DecodeOptions {
   ColorMode color = ColorMode::rgb;
   HighBitDepth high_bit_depth = HighBitDepth::to_u8;
   uint64_t max_pixels = kDefaultMaxPixels;
+  uint64_t max_file_bytes = kMaxImageFileBytes;
 };
 
 // What the header says, without decoding the pixels.
@@ -81,13 +86,15 @@ struct ImageInfo {
 };
 
 // Reads only the header for PNG (the first chunk); JPEG headers can sit after large metadata
-// segments, so JPEG files are read whole. InputError naming the path for anything that is not a
-// readable PNG or JPEG header, or for a zero-size image.
+// segments, so JPEG files are read whole (up to kMaxImageFileBytes). InputError naming the path
+// for a path that is not a regular file, anything that is not a readable PNG or JPEG header,
+// or a zero-size image.
 ImageInfo read_image_info(const std::filesystem::path& path);
 
 // Decodes a PNG or JPEG, recognised by its signature (never the extension). InputError naming
-// the file for: an empty file, an unknown signature, a corrupt or truncated stream, a zero-size
-// image, or more than options.max_pixels pixels. 16-bit PNGs give u8 or f32 per
+// the file for: a path that is not a regular file (a FIFO, /dev/zero), a file larger than
+// options.max_file_bytes, an empty file, an unknown signature, a corrupt or truncated stream,
+// a zero-size image, or more than options.max_pixels pixels. 16-bit PNGs give u8 or f32 per
 // options.high_bit_depth; everything else gives u8.
 Image decode_image(const std::filesystem::path& path, const DecodeOptions& options = {});
 // As above, from memory; `name` stands for the file in error messages.

@@ -2,8 +2,13 @@
 // categories with synth.json, and contact sheets.
 #include "host/synth.h"
 
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -11,8 +16,8 @@
 #include <system_error>
 
 #include "engine/error.h"
-#include "host/dataset.h"
 #include "engine/file_io.h"
+#include "host/dataset.h"
 #include "host/resize.h"
 #include "host/synth_internal.h"
 #include "host/thread_pool.h"
@@ -102,22 +107,58 @@ int digits_for(int n) {
   return d;
 }
 
-// Makes room for a category: an earlier synth run's folder is cleared (stale images from a run
-// with larger counts would otherwise join the dataset); anything else is left alone.
-void prepare_category_dir(const fs::path& dir) {
+// Refuses, before any work, a category folder in the way that an earlier synth run did not
+// write (no synth.json): it is left alone. Ours, or an empty one, is replaced at the end.
+void check_category_dir(const fs::path& dir) {
   std::error_code ec;
   if (!fs::exists(dir, ec)) return;
   CHECK_INPUT(fs::is_directory(dir, ec), "{}: exists and is not a folder", dir.string());
-  if (fs::exists(dir / "synth.json", ec)) {
-    for (const char* sub : {"train", "test", "ground_truth"}) fs::remove_all(dir / sub, ec);
-    fs::remove(dir / "synth.json", ec);
-    fs::remove(dir / "contact_sheet.png", ec);
-    return;
-  }
+  if (fs::exists(dir / "synth.json", ec)) return;
   CHECK_INPUT(fs::is_empty(dir, ec),
               "{}: folder exists, is not empty and was not written by mirad synth (no "
               "synth.json); refusing to overwrite it",
               dir.string());
+}
+
+// A fresh hidden folder beside `dir` ("<out>/.<name>.<tag>-XXXXXX"): a category is built in
+// one and renamed into place complete, so a failed run (a full disk) leaves no half category
+// that its own rerun would refuse as foreign.
+fs::path make_temp_dir(const fs::path& dir, const char* tag) {
+  std::string name = ".";  // appended, not "." + s: GCC 12 warns falsely (-Wrestrict) on that
+  name += dir.filename().string();
+  name += fmt::format(".{}-XXXXXX", tag);
+  std::string tmpl = (dir.parent_path() / name).string();
+  CHECK_INPUT(::mkdtemp(tmpl.data()) != nullptr, "{}: cannot create a folder in {} ({})",
+              dir.string(), dir.parent_path().string(), std::strerror(errno));
+  return tmpl;
+}
+
+void create_dirs(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  CHECK_INPUT(!ec, "{}: cannot create the folder ({})", dir.string(), ec.message());
+}
+
+// Puts the finished `work` folder at `dir`. An empty folder there is replaced by the rename
+// itself; an earlier run's folder is first moved aside, then deleted, so that `dir` always
+// holds one complete category.
+void install_category(const fs::path& work, const fs::path& dir) {
+  std::error_code ec;
+  fs::path old;
+  if (fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
+    old = make_temp_dir(dir, "old");
+    fs::rename(dir, old, ec);  // over the empty folder mkdtemp made
+    CHECK_INPUT(!ec, "{}: cannot move the earlier run's folder aside ({})", dir.string(),
+                ec.message());
+  }
+  fs::rename(work, dir, ec);
+  if (ec) {
+    const std::string why = ec.message();
+    if (!old.empty()) fs::rename(old, dir, ec);  // put the earlier run back
+    throw InputError(
+        fmt::format("{}: cannot move the finished category into place ({})", dir.string(), why));
+  }
+  if (!old.empty()) fs::remove_all(old, ec);
 }
 
 struct Job {
@@ -222,6 +263,12 @@ SynthSummary generate(const SynthOptions& opt, ThreadPool& pool, const ProgressF
   std::vector<std::string> names = opt.categories;
   if (names.empty())
     for (const auto& s : category_specs()) names.push_back(s.name);
+  // Everything that can refuse the output folder does so before the first image: a foreign
+  // category folder, and an --out that cannot be created (/proc/x) or written (read-only).
+  for (const auto& name : names) check_category_dir(opt.out / name);
+  create_dirs(opt.out);
+  CHECK_INPUT(::access(opt.out.c_str(), W_OK) == 0, "--out: cannot write into {} ({})",
+              opt.out.string(), std::strerror(errno));
 
   // Every category's sources are loaded, requested or not: they are the donors of the other
   // categories' foreign patches. Each falls back to procedural textures on its own.
@@ -263,71 +310,79 @@ SynthSummary generate(const SynthOptions& opt, ThreadPool& pool, const ProgressF
         for (const auto& t : library[j]) ctx.donors.push_back(&t);
 
     const fs::path dir = opt.out / name;
-    prepare_category_dir(dir);
-    const uint64_t category_seed = derive_seed(opt.seed, name);
-    std::vector<Job> jobs;
-    auto add_jobs = [&](const std::string& split, const DefectType* defect, int count) {
-      const std::string cls = defect ? defect_name(*defect) : "good";
-      const int w = digits_for(count);
-      const uint64_t class_seed = derive_seed(derive_seed(category_seed, split), cls);
-      fs::create_directories(dir / split / cls);
-      if (defect) fs::create_directories(dir / "ground_truth" / cls);
-      for (int i = 0; i < count; ++i) {
-        const std::string stem = fmt::format("{:0{}d}", i, w);
-        jobs.push_back({split, defect, i, split + "/" + cls + "/" + stem + ".png",
-                        defect ? "ground_truth/" + cls + "/" + stem + "_mask.png" : "",
-                        derive_seed(class_seed, static_cast<uint64_t>(i))});
-      }
-    };
-    add_jobs("train", nullptr, opt.n_train);
-    add_jobs("test", nullptr, opt.n_test_good);
-    for (const DefectType& d : kDefects) add_jobs("test", &d, opt.n_test_defect);
+    const fs::path work = make_temp_dir(dir, "partial");
+    try {
+      const uint64_t category_seed = derive_seed(opt.seed, name);
+      std::vector<Job> jobs;
+      auto add_jobs = [&](const std::string& split, const DefectType* defect, int count) {
+        const std::string cls = defect ? defect_name(*defect) : "good";
+        const int w = digits_for(count);
+        const uint64_t class_seed = derive_seed(derive_seed(category_seed, split), cls);
+        create_dirs(work / split / cls);
+        if (defect) create_dirs(work / "ground_truth" / cls);
+        for (int i = 0; i < count; ++i) {
+          const std::string stem = fmt::format("{:0{}d}", i, w);
+          jobs.push_back({split, defect, i, split + "/" + cls + "/" + stem + ".png",
+                          defect ? "ground_truth/" + cls + "/" + stem + "_mask.png" : "",
+                          derive_seed(class_seed, static_cast<uint64_t>(i))});
+        }
+      };
+      add_jobs("train", nullptr, opt.n_train);
+      add_jobs("test", nullptr, opt.n_test_good);
+      for (const DefectType& d : kDefects) add_jobs("test", &d, opt.n_test_defect);
 
-    std::vector<json> records(jobs.size());
-    pool.parallel_for(jobs.size(), [&](std::size_t j) {
-      const Job& job = jobs[j];
-      Sample s = render_sample(ctx, job.defect, job.seed);
-      // Thousands of small files: fsync each would dominate; the rename keeps them atomic.
-      encode_png(dir / job.image_rel, s.image, false);
-      if (job.defect) encode_png(dir / job.mask_rel, s.mask, false);
-      json r = {{"file", job.image_rel}, {"split", job.split},
-                {"class", job.defect ? defect_name(*job.defect) : "good"}};
-      if (job.defect) r["mask"] = job.mask_rel;
-      r["params"] = std::move(s.params);
-      records[j] = std::move(r);
-      if (progress) {
-        std::lock_guard lock(progress_mutex);
-        progress(++done, total, name);
-      }
-    });
+      std::vector<json> records(jobs.size());
+      pool.parallel_for(jobs.size(), [&](std::size_t j) {
+        const Job& job = jobs[j];
+        Sample s = render_sample(ctx, job.defect, job.seed);
+        // Thousands of small files: fsync each would dominate; the rename keeps them atomic.
+        encode_png(work / job.image_rel, s.image, false);
+        if (job.defect) encode_png(work / job.mask_rel, s.mask, false);
+        json r = {{"file", job.image_rel},
+                  {"split", job.split},
+                  {"class", job.defect ? defect_name(*job.defect) : "good"}};
+        if (job.defect) r["mask"] = job.mask_rel;
+        r["params"] = std::move(s.params);
+        records[j] = std::move(r);
+        if (progress) {
+          std::lock_guard lock(progress_mutex);
+          progress(++done, total, name);
+        }
+      });
 
-    json src = json::array();
-    for (const auto& t : ctx.textures) {
-      json e = {{"package", t.source.package}, {"path", t.source.path}};
-      if (t.source.package != "procedural")
-        e["package_version"] = read_version(texture_dir / t.source.package);
-      src.push_back(std::move(e));
+      json src = json::array();
+      for (const auto& t : ctx.textures) {
+        json e = {{"package", t.source.package}, {"path", t.source.path}};
+        if (t.source.package != "procedural")
+          e["package_version"] = read_version(texture_dir / t.source.package);
+        src.push_back(std::move(e));
+      }
+      json ranges = json::object();
+      for (const DefectType& d : kDefects)
+        ranges[defect_name(d)] = {{"min_area_fraction", defect_area_range(d).min_fraction},
+                                  {"max_area_fraction", defect_area_range(d).max_fraction}};
+      const json manifest = {{"generator", "mirad synth"},
+                             {"schema_version", 1},
+                             {"category", name},
+                             {"description", specs[ci].description},
+                             {"seed", opt.seed},
+                             {"size", opt.size},
+                             {"procedural", ctx.procedural},
+                             {"sources", src},
+                             {"counts",
+                              {{"train_good", opt.n_train},
+                               {"test_good", opt.n_test_good},
+                               {"test_per_defect", opt.n_test_defect}}},
+                             {"defect_area_ranges", ranges},
+                             {"images", records}};
+      write_file_atomic(work / "synth.json", manifest.dump(1) + "\n");
+      if (opt.contact_sheet) write_contact_sheet(work);
+      install_category(work, dir);
+    } catch (...) {
+      std::error_code ec;
+      fs::remove_all(work, ec);  // frees the space a full disk needs back
+      throw;
     }
-    json ranges = json::object();
-    for (const DefectType& d : kDefects)
-      ranges[defect_name(d)] = {{"min_area_fraction", defect_area_range(d).min_fraction},
-                                {"max_area_fraction", defect_area_range(d).max_fraction}};
-    const json manifest = {
-        {"generator", "mirad synth"},
-        {"schema_version", 1},
-        {"category", name},
-        {"description", specs[ci].description},
-        {"seed", opt.seed},
-        {"size", opt.size},
-        {"procedural", ctx.procedural},
-        {"sources", src},
-        {"counts",
-         {{"train_good", opt.n_train}, {"test_good", opt.n_test_good},
-          {"test_per_defect", opt.n_test_defect}}},
-        {"defect_area_ranges", ranges},
-        {"images", records}};
-    write_file_atomic(dir / "synth.json", manifest.dump(1) + "\n");
-    if (opt.contact_sheet) write_contact_sheet(dir);
 
     CategoryResult r;
     r.name = name;
