@@ -7,13 +7,14 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
+#include "engine/file_io.h"
+#include "engine/json_io.h"
 #include "host/contamination.h"
 #include "host/dataset.h"
-#include "engine/file_io.h"
 #include "host/thread_pool.h"
+#include "tools/cli/cli_checks.h"
 
 namespace mirad::cli {
 
@@ -34,10 +35,22 @@ nlohmann::json summary(const Dataset& d) {
           {"test_defect", d.count(d.test, Label::defect)}};
 }
 
+// Every path that goes into JSON output must be UTF-8; checked before anything is written.
+void require_utf8_items(const std::vector<Item>& items) {
+  for (const Item& it : items) {
+    require_utf8_path(it.path, "contaminate");
+    require_utf8_path(it.mask_path, "contaminate");
+  }
+}
+
 int run(const Options& o) {
-  if (!o.manifest.empty()) refuse_overwriting_inputs(o.manifest, {o.root});
+  if (!o.manifest.empty()) {
+    check_output(o.manifest, {o.root});
+    require_utf8_path(o.manifest, "--manifest");
+  }
   ThreadPool pool;
   const Dataset clean = load_dataset(o.layout, o.root, &pool);
+  if (!o.manifest.empty() || o.json) require_utf8_path(clean.root, "contaminate");
   if (!o.manifest.empty()) {
     // A list layout's items can live anywhere: protect every file the dataset names.
     std::vector<std::filesystem::path> files{clean.root};
@@ -53,7 +66,11 @@ int run(const Options& o) {
   ContaminationManifest manifest;
   if (!o.check.empty()) {
     manifest = read_manifest(o.check);
-    result = apply_manifest(clean, manifest);
+    // Re-drawn from the manifest's seed and compared with it, not just re-applied.
+    result = check_manifest(clean, manifest).dataset;
+    if (manifest.root.lexically_normal() != clean.root.lexically_normal())
+      std::fprintf(stderr, "mirad: note: %s was made from the dataset at %s\n", o.check.c_str(),
+                   printable(manifest.root.string()).c_str());
   } else {
     ContaminationOptions co;
     co.ratio = o.ratio;
@@ -63,6 +80,7 @@ int run(const Options& o) {
     auto c = contaminate(clean, co);
     result = std::move(c.dataset);
     manifest = std::move(c.manifest);
+    if (!o.manifest.empty() || o.json) require_utf8_items(manifest.moved);
     if (!o.manifest.empty()) write_manifest(o.manifest, manifest);
   }
   nlohmann::json moved = nlohmann::json::array();
@@ -78,14 +96,21 @@ int run(const Options& o) {
     std::printf("%s\n", out.dump(2).c_str());
     return 0;
   }
-  std::printf("%s (%s): train %zu good -> %zu images with %zu defective (%.1f%%); test %zu -> %zu%s\n",
-              clean.root.string().c_str(), clean.layout.c_str(), clean.train.size(),
-              result.train.size(), result.count(result.train, Label::defect),
-              100.0 * double(result.count(result.train, Label::defect)) /
-                  double(std::max<size_t>(1, result.train.size())),
-              clean.test.size(), result.test.size(), manifest.overlap ? " (overlap kept)" : "");
+  // Training defects are counted, not assumed zero: KSDD2 labels come from the masks, and its
+  // training split holds defective images of its own.
+  std::printf(
+      "%s (%s): train %zu images (%zu defective) -> %zu images (%zu defective, %.1f%%); "
+      "test %zu -> %zu%s\n",
+      clean.root.string().c_str(), clean.layout.c_str(), clean.train.size(),
+      clean.count(clean.train, Label::defect), result.train.size(),
+      result.count(result.train, Label::defect),
+      100.0 * double(result.count(result.train, Label::defect)) /
+          double(std::max<size_t>(1, result.train.size())),
+      clean.test.size(), result.test.size(), manifest.overlap ? " (overlap kept)" : "");
   if (!o.manifest.empty()) std::printf("manifest: %s\n", o.manifest.c_str());
-  if (!o.check.empty()) std::printf("manifest %s reproduces the split\n", o.check.c_str());
+  if (!o.check.empty())
+    std::printf("manifest %s reproduces the split (re-drawn from seed %llu)\n", o.check.c_str(),
+                static_cast<unsigned long long>(manifest.seed));
   return 0;
 }
 
@@ -96,21 +121,34 @@ void add_contaminate_command(CLI::App& app, int* rc) {
   auto* cmd = app.add_subcommand(
       "contaminate", "Add test-split defect images to training (SoftPatch protocol) and write "
                      "a manifest; the dataset itself is never modified");
-  cmd->add_option("dataset", o->root, "dataset root (or list file for --layout list)")->required();
+  cmd->add_option("dataset", o->root, "dataset root (or list file for --layout list)")
+      ->required()
+      ->check(NonEmpty());
   cmd->add_option("--layout", o->layout, "mvtec, ksdd2, folder or list")
       ->check(CLI::IsMember({"mvtec", "ksdd2", "folder", "list"}))->capture_default_str();
-  auto* ratio = cmd->add_option("--ratio", o->ratio, "contamination ratio r: int(r * |train|) defect images")
-      ->check(CLI::Range(0.0, 10.0))->capture_default_str();
-  auto* count = cmd->add_option("--count", o->count, "an explicit number of defect images (overrides --ratio)")
-      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
-  auto* seed = cmd->add_option("--seed", o->seed, "random seed")->capture_default_str();
+  auto* ratio =
+      cmd->add_option("--ratio", o->ratio, "contamination ratio r: int(r * |train|) defect images")
+          ->check(FiniteRange(0.0, 10.0))
+          ->capture_default_str();
+  auto* count = cmd->add_option("--count", o->count,
+                                "an explicit number of defect images (overrides --ratio)")
+                    ->check(IntegerRange(0, int64_t(1) << 40));
+  auto* seed =
+      cmd->add_option("--seed", o->seed, "random seed")->check(Unsigned64())->capture_default_str();
   auto* overlap =
       cmd->add_flag("--overlap", o->overlap, "keep the moved images in the test split too");
   auto* manifest =
-      cmd->add_option("--manifest", o->manifest, "write the manifest JSON here (atomically)");
+      cmd->add_option("--manifest", o->manifest, "write the manifest JSON here (atomically)")
+          ->check(NonEmpty());
   // --check reads a manifest: the drawing options would be silently ignored, so refuse them.
-  cmd->add_option("--check", o->check, "rebuild the split from this manifest instead")
-      ->excludes(ratio)->excludes(count)->excludes(seed)->excludes(overlap)->excludes(manifest);
+  cmd->add_option("--check", o->check,
+                  "re-draw the split from this manifest's seed and check it matches the manifest")
+      ->check(NonEmpty())
+      ->excludes(ratio)
+      ->excludes(count)
+      ->excludes(seed)
+      ->excludes(overlap)
+      ->excludes(manifest);
   cmd->add_flag("--validate", o->validate, "read every image and mask header first");
   cmd->add_flag("--json", o->json, "machine-readable JSON on stdout");
   cmd->callback([o, rc] { *rc = run(*o); });

@@ -45,6 +45,15 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    // CLI11 reports an unknown subcommand as "A subcommand is required"; name it instead.
+    if (app.get_subcommands().empty() && argc > 1 && argv[1][0] != '-') {
+      std::string known;
+      for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+        known += (known.empty() ? "" : ", ") + sub->get_name();
+      std::fprintf(stderr, "mirad: error: unknown subcommand '%s' (known: %s)\n", argv[1],
+                   known.c_str());
+      return 2;
+    }
     return app.exit(e);
   } catch (const mirad::InputError& e) {
     std::fprintf(stderr, "mirad: error: %s\n", e.what());

@@ -12,6 +12,7 @@
 #include "host/synth.h"
 #include "host/synth_baseline.h"
 #include "host/thread_pool.h"
+#include "tools/cli/cli_checks.h"
 #include "tools/cli/progress.h"
 
 namespace mirad::cli {
@@ -27,18 +28,23 @@ void add_synth_command(CLI::App& app, int& rc) {
       "synth", "Generate MVTec-AD-layout benchmark categories: real photographed textures "
                "(tools/textures/fetch_textures.sh) or procedural ones, with synthetic defects "
                "and masks");
-  cmd->add_option("--out", opt.out, "output folder (one sub-folder per category)");
+  cmd->add_option("--out", opt.out, "output folder (one sub-folder per category)")
+      ->check(NonEmpty());
   cmd->add_option("--categories", opt.categories, "comma-separated category names (default: all)")
       ->delimiter(',');
   cmd->add_option("--train", opt.n_train, "good training images per category")
-      ->check(CLI::Range(1, 100000))->capture_default_str();
+      ->check(IntegerRange(1, 100000))
+      ->capture_default_str();
   cmd->add_option("--test-good", opt.n_test_good, "good test images per category")
-      ->check(CLI::Range(1, 100000))->capture_default_str();
+      ->check(IntegerRange(1, 100000))
+      ->capture_default_str();
   cmd->add_option("--test-defect", opt.n_test_defect, "test images per defect type")
-      ->check(CLI::Range(1, 100000))->capture_default_str();
+      ->check(IntegerRange(1, 100000))
+      ->capture_default_str();
   cmd->add_option("--size", opt.size, "image side in pixels")
-      ->check(CLI::Range(64, 2048))->capture_default_str();
-  cmd->add_option("--seed", opt.seed, "random seed")->capture_default_str();
+      ->check(IntegerRange(64, 2048))
+      ->capture_default_str();
+  cmd->add_option("--seed", opt.seed, "random seed")->check(Unsigned64())->capture_default_str();
   cmd->add_option("--textures", opt.textures,
                   "texture cache folder (default: $MIRAD_TEXTURES or "
                   "~/.cache/mirad/textures)");
@@ -50,7 +56,8 @@ void add_synth_command(CLI::App& app, int& rc) {
                 "score each category with the patch nearest-neighbour baseline, report AUROC");
   cmd->add_flag("--list", opt.list, "list the categories and their sources, then exit");
   cmd->add_option("--threads", opt.threads, "worker threads (0 = one per core)")
-      ->check(CLI::Range(0, 256))->capture_default_str();
+      ->check(IntegerRange(0, 256))
+      ->capture_default_str();
   cmd->add_flag("--json", opt.json, "machine-readable JSON on stdout, no progress bar");
   cmd->callback([&rc, holder] { rc = run_synth(*holder); });
 }

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# Issue 7's hostile-input regressions through the command line, one case per run:
+#   hostile_cli.sh MIRAD WORKDIR CASE
+# Each case builds its inputs under WORKDIR/CASE, runs mirad, and checks the exit status, the
+# message, and that no input or odd output target was touched. The exit status is the verdict.
+set -u
+MIRAD=$1
+CASE=$3
+WORK=$2/$CASE
+rm -rf "$WORK"
+mkdir -p "$WORK"
+cd "$WORK" || exit 1
+
+fail() {
+  echo "FAIL [$CASE]: $*"
+  exit 1
+}
+
+# run_expect RC PATTERN CMD...: CMD must exit with RC and print PATTERN (grep -E).
+run_expect() {
+  local want=$1 pattern=$2
+  shift 2
+  local out rc
+  out=$("$@" 2>&1)
+  rc=$?
+  printf '%s\n' "$out"
+  [ "$rc" = "$want" ] || fail "exit status $rc, expected $want"
+  grep -qE -- "$pattern" <<<"$out" || fail "output lacks /$pattern/"
+}
+
+# run_usage_error PATTERN CMD...: CLI11 refuses the option (its own status, never 0, 3 or a
+# signal) and prints PATTERN.
+run_usage_error() {
+  local pattern=$1
+  shift
+  local out rc
+  out=$("$@" 2>&1)
+  rc=$?
+  printf '%s\n' "$out"
+  [ "$rc" != 0 ] && [ "$rc" != 3 ] && [ "$rc" -lt 128 ] || fail "exit status $rc"
+  grep -qE -- "$pattern" <<<"$out" || fail "output lacks /$pattern/"
+}
+
+# A backbone folder that is never loaded: every case below is refused before that.
+fake_backbone() {
+  mkdir -p bb
+  echo '{}' >bb/graph.json
+  echo weights >bb/weights.safetensors
+}
+
+# An MVTec-layout category of placeholder files (contaminate reads no pixels without
+# --validate): 6 good training images, 2 good and 10 defect test images with masks.
+mvtec_dataset() {
+  mkdir -p ds/train/good ds/test/good ds/test/crack ds/ground_truth/crack
+  for i in 0 1 2 3 4 5; do echo x >ds/train/good/0$i.png; done
+  for i in 0 1; do echo x >ds/test/good/0$i.png; done
+  for i in 0 1 2 3 4 5 6 7 8 9; do
+    echo x >ds/test/crack/0$i.png
+    echo x >ds/ground_truth/crack/0${i}_mask.png
+  done
+}
+
+# 1x1 gray PNGs, black and white (KSDD2 reads its labels from the masks).
+BLACK_PNG=iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==
+WHITE_PNG=iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGP4DwABAQEAsTj2FAAAAABJRU5ErkJggg==
+png() { base64 -d <<<"$1" >"$2"; }
+
+case $CASE in
+unknown_subcommand)  # bug 12: was "A subcommand is required"
+  run_expect 2 "unknown subcommand 'frobnicate' \(known: .*embed" "$MIRAD" frobnicate
+  ;;
+embed_out_in_backbone)  # bug 1: the backbone's weights were replaced by features
+  fake_backbone
+  echo x >a.png
+  run_expect 2 "refusing to write bb/weights.safetensors inside the input folder bb" \
+    "$MIRAD" embed a.png --backbone bb --taps 20 --out bb/weights.safetensors
+  [ "$(cat bb/weights.safetensors)" = weights ] || fail "the weights changed"
+  ;;
+embed_duplicate_taps)  # bug 12: --taps 20,20 computed twice, wrote one tensor
+  fake_backbone
+  echo x >a.png
+  run_expect 2 "--taps: '20' is listed twice" \
+    "$MIRAD" embed a.png --backbone bb --taps 20,20 --out o.safetensors
+  ;;
+embed_empty_out)  # bug 12: was ": cannot rename ./..XXXXXX"
+  fake_backbone
+  echo x >a.png
+  run_usage_error "--out: must not be empty" "$MIRAD" embed a.png --backbone bb --out ""
+  ;;
+embed_fifo_input)  # bug 5: a FIFO input blocked forever
+  fake_backbone
+  mkfifo in.png
+  run_expect 2 "in.png: is a FIFO" "$MIRAD" embed in.png --backbone bb --out o.safetensors
+  ;;
+embed_device_input)  # bug 5: /dev/zero grew to 6.5 GB (checked here on /dev/null, as harmless)
+  fake_backbone
+  run_expect 2 "/dev/null: is a character device" \
+    "$MIRAD" embed /dev/null --backbone bb --out o.safetensors
+  ;;
+embed_symlink_loop)  # bug 12: was "no such file or directory"
+  fake_backbone
+  ln -s loop.png loop.png
+  run_expect 2 "loop.png: symbolic link loop" "$MIRAD" embed loop.png --backbone bb --out o.safetensors
+  ;;
+embed_invalid_utf8_name)  # bug 6: exit 3 after all the work, from the metadata's JSON
+  fake_backbone
+  mkdir imgs
+  echo x >"imgs/$(printf 'bad\377.png')"
+  run_expect 2 'imgs/bad\\xff.png is not valid UTF-8' \
+    "$MIRAD" embed imgs --backbone bb --out o.safetensors
+  [ ! -e o.safetensors ] || fail "an output was written"
+  ;;
+embed_deep_graph)  # bug 3: SIGSEGV (stack overflow) on 100,000 nested arrays
+  fake_backbone
+  echo x >a.png
+  {
+    printf '{"format": '
+    head -c 100000 /dev/zero | tr '\0' '['
+    head -c 100000 /dev/zero | tr '\0' ']'
+    printf ', "input": "x", "output": "y", "ops": []}'
+  } >bb/graph.json
+  run_expect 2 "graph.json: arrays/objects nested deeper than 64" \
+    "$MIRAD" embed a.png --backbone bb --out o.safetensors
+  ;;
+contaminate_manifest_symlink)  # bug 2: the rename replaced the link
+  mvtec_dataset
+  echo keep >target.json
+  ln -s target.json link.json
+  run_expect 2 "link.json: is a symbolic link; refusing to replace it" \
+    "$MIRAD" contaminate ds --count 2 --manifest link.json
+  [ -L link.json ] && [ "$(cat target.json)" = keep ] || fail "the link or its target changed"
+  ;;
+contaminate_manifest_fifo)  # bug 2: stands for /dev/full, turned into a regular file as root
+  mvtec_dataset
+  mkfifo m.json
+  run_expect 2 "m.json: exists and is a FIFO" "$MIRAD" contaminate ds --count 2 --manifest m.json
+  [ -p m.json ] || fail "the FIFO was replaced"
+  ;;
+contaminate_seed_negative)  # bug 10: -1 became 18446744073709551615
+  mvtec_dataset
+  run_usage_error "--seed: must not be negative" "$MIRAD" contaminate ds --count 2 --seed -1
+  ;;
+contaminate_seed_too_big)  # bug 10: 2^64 became 18446744073709551615
+  mvtec_dataset
+  run_usage_error "--seed: '18446744073709551616' is out of range" \
+    "$MIRAD" contaminate ds --count 2 --seed 18446744073709551616
+  ;;
+contaminate_ratio_nan)  # bug 10: CLI::Range lets NaN through
+  mvtec_dataset
+  run_usage_error "--ratio: must be a finite number" "$MIRAD" contaminate ds --ratio nan
+  ;;
+contaminate_check_edited_seed)  # bug 7: --check re-applied the moves, never re-drew them
+  mvtec_dataset
+  run_expect 0 "manifest: m.json" "$MIRAD" contaminate ds --count 3 --seed 3 --manifest m.json
+  run_expect 0 "reproduces the split" "$MIRAD" contaminate ds --check m.json
+  sed 's/"seed": 3$/"seed": 4/' m.json >edited.json
+  run_expect 2 "re-drawing with seed 4, count 3 gives" "$MIRAD" contaminate ds --check edited.json
+  ;;
+contaminate_check_edited_mask)  # bug 7: an edited mask path "reproduced the split"
+  mvtec_dataset
+  run_expect 0 "manifest: m.json" "$MIRAD" contaminate ds --count 3 --seed 3 --manifest m.json
+  sed 's/_mask.png/_other.png/' m.json >edited.json
+  run_expect 2 "moved\[0\] is .*_other.png" "$MIRAD" contaminate ds --check edited.json
+  ;;
+contaminate_invalid_utf8_name)  # bug 6: exit 3 ("internal error") from the manifest's JSON
+  mkdir -p ds/train/good ds/test/crack
+  for i in 0 1 2; do echo x >ds/train/good/0$i.png; done
+  echo x >"ds/test/crack/$(printf 'bad\377.png')"
+  run_expect 2 'bad\\xff.png is not valid UTF-8' \
+    "$MIRAD" contaminate ds --count 1 --manifest m.json
+  [ ! -e m.json ] || fail "a manifest was written"
+  ;;
+contaminate_ksdd2_summary)  # bug 12: "train 3 good" when 1 of the 3 is defective
+  mkdir -p ds/train ds/test
+  for i in 1 3; do png $BLACK_PNG ds/train/$i.png; png $BLACK_PNG ds/train/${i}_GT.png; done
+  png $BLACK_PNG ds/train/2.png
+  png $WHITE_PNG ds/train/2_GT.png
+  png $BLACK_PNG ds/test/4.png
+  png $WHITE_PNG ds/test/4_GT.png
+  run_expect 0 "train 3 images \(1 defective\) -> 4 images \(2 defective" \
+    "$MIRAD" contaminate ds --layout ksdd2 --count 1
+  ;;
+synth_out_proc)  # bug 11: "internal error: filesystem error" (exit 3)
+  run_expect 2 "/proc/mirad-x: cannot create the folder" \
+    "$MIRAD" synth --out /proc/mirad-x --categories wood --procedural --train 1 --test-good 1 \
+    --test-defect 1 --size 64
+  ;;
+*)
+  fail "unknown case"
+  ;;
+esac
+echo "PASS [$CASE]"
