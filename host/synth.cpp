@@ -2,6 +2,7 @@
 // categories with synth.json, and contact sheets.
 #include "host/synth.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -130,6 +131,10 @@ fs::path make_temp_dir(const fs::path& dir, const char* tag) {
   std::string tmpl = (dir.parent_path() / name).string();
   CHECK_INPUT(::mkdtemp(tmpl.data()) != nullptr, "{}: cannot create a folder in {} ({})",
               dir.string(), dir.parent_path().string(), std::strerror(errno));
+  // mkdtemp makes it 0700; the category it becomes is an ordinary folder, as the umask allows.
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  ::chmod(tmpl.c_str(), 0777 & ~mask);
   return tmpl;
 }
 
@@ -148,8 +153,12 @@ void install_category(const fs::path& work, const fs::path& dir) {
   if (fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
     old = make_temp_dir(dir, "old");
     fs::rename(dir, old, ec);  // over the empty folder mkdtemp made
-    CHECK_INPUT(!ec, "{}: cannot move the earlier run's folder aside ({})", dir.string(),
-                ec.message());
+    if (ec) {
+      const std::string why = ec.message();
+      fs::remove(old, ec);
+      throw InputError(
+          fmt::format("{}: cannot move the earlier run's folder aside ({})", dir.string(), why));
+    }
   }
   fs::rename(work, dir, ec);
   if (ec) {

@@ -259,6 +259,12 @@ TEST(hostile_synth, AFailedRunDoesNotBlockItsRetryNorHarmTheLastGoodRun) {
   EXPECT_FALSE(test::has_atomic_write_leftovers(dir / "out"));  // no .concrete.partial-*
   ASSERT_NO_THROW(synth::generate(o, pool));
   EXPECT_EQ(load_mvtec(dir / "out" / "concrete").train.size(), 4u);
+  // The temp folder it was built in was 0700; the category is an ordinary folder.
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  struct stat st {};
+  ASSERT_EQ(::stat((dir / "out" / "concrete").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0777 & ~mask);
   const std::string json_before = slurp(dir / "out" / "concrete" / "synth.json");
 
   // A rerun that fails leaves the previous complete category as it was.
