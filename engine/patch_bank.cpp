@@ -40,16 +40,19 @@ ChannelNorm compute_norm(const std::vector<float>& rows, int64_t n_rows, int64_t
 }  // namespace
 
 PatchBank::PatchBank(const FeatureCache& cache, int tap, int64_t cond_dim, Device device,
-                     const ChannelNorm& norm, Stream stream)
+                     const ChannelNorm& norm, Stream stream, const std::vector<int64_t>& images)
     : m_device(device) {
   const FeatureTapShape& s = cache.taps().at(tap);
-  m_n = cache.n_images(), m_c = s.channels, m_h = s.height, m_w = s.width, m_cond = cond_dim;
+  m_n = images.empty() ? cache.n_images() : int64_t(images.size());
+  m_c = s.channels, m_h = s.height, m_w = s.width, m_cond = cond_dim;
+  CHECK_INPUT(m_n > 0, "patch bank: no images");
   const int64_t HW = m_h * m_w, numel = s.numel();
   // The cache is channel-major per image; transpose on the host one image at a time, so a
   // spilled (memory-mapped) cache is read once, sequentially.
   std::vector<float> chw(numel), rows(size_t(m_n) * numel);
   for (int64_t i = 0; i < m_n; ++i) {
-    mem::copy(chw.data(), Device::cpu, cache.features(i, tap), cache.location(),
+    const int64_t src = images.empty() ? i : images[i];
+    mem::copy(chw.data(), Device::cpu, cache.features(src, tap), cache.location(),
               sizeof(float) * numel, stream);
     mem::synchronize(stream);
     patchops::chw_to_rows(1, m_c, HW, chw.data(), rows.data() + i * numel, Device::cpu);

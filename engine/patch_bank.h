@@ -33,10 +33,12 @@ struct PatchBatch {
 
 class PatchBank {
  public:
-  // Tap `tap` of every image of the cache, moved to `device`. The norm is computed over all
-  // positions of all images when `norm` is empty, else applied as given (a saved model's).
+  // Tap `tap` of the cache's images (all of them, or `images` in that order), moved to
+  // `device`. The norm is computed over all positions of those images when `norm` is empty,
+  // else applied as given (a saved model's).
   PatchBank(const FeatureCache& cache, int tap, int64_t cond_dim, Device device,
-            const ChannelNorm& norm = {}, Stream stream = {});
+            const ChannelNorm& norm = {}, Stream stream = {},
+            const std::vector<int64_t>& images = {});
   // From rows already in position-major layout on the host ([n_images*HW, C], unnormalised).
   PatchBank(std::vector<float> rows, int64_t n_images, int64_t channels, int64_t height,
             int64_t width, int64_t cond_dim, Device device, const ChannelNorm& norm = {},

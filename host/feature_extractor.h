@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,10 +25,20 @@ struct FeatureExtractorOptions {
   int64_t batch_size = 16;
   int ring_slots = 3;
   int image_size = 0;   // square input size; 0 = the graph's preprocess size (or 224)
+  int image_height = 0, image_width = 0;  // both > 0: this input size instead (aspect kept)
+  // A normalisation preset (host/resize.h) instead of the graph's preprocess block; a graph
+  // without one needs it, since a guessed normalisation silently shifts every feature.
+  std::string normalize;
+  std::optional<Normalization> normalization;  // explicit values (a saved model's); first
   bool smooth = true;   // 3x3 average pool per tap (stride 1, borders averaged over the inside)
   int threads = 0;      // decode threads; 0 = one per core
   CacheBudget budget;
   BackboneOptions backbone;
+};
+
+struct DecodeFailure {
+  int64_t index = 0;    // into the image list
+  std::string message;
 };
 
 class FeatureExtractor {
@@ -36,10 +47,13 @@ class FeatureExtractor {
                    const FeatureExtractorOptions& options = {});
   ~FeatureExtractor();
 
-  // Runs every image through the backbone once. progress(done, total) after each batch.
+  // Runs every image through the backbone once. progress(done, total) after each batch. With
+  // `failures`, an image that cannot be decoded is recorded there (its features are those of a
+  // black image; the caller drops it) instead of stopping the run.
   std::unique_ptr<FeatureCache> extract(
       const std::vector<std::filesystem::path>& images,
-      const std::function<void(int64_t, int64_t)>& progress = {});
+      const std::function<void(int64_t, int64_t)>& progress = {},
+      std::vector<DecodeFailure>* failures = nullptr);
 
   const std::vector<int>& tap_ops() const { return m_tap_ops; }
   const std::vector<std::string>& tap_names() const { return m_tap_names; }

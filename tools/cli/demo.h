@@ -1,24 +1,10 @@
-// `mirad demo` options and entry point.
+// `mirad demo`: generate, contaminate, clean, train and evaluate a small category.
 #pragma once
 
-#include <cstdint>
-#include <string>
+#include <CLI/CLI.hpp>
 
 namespace mirad::cli {
 
-struct DemoOptions {
-  std::string device = "cpu";
-  int64_t n_samples = 2000;
-  int64_t dim = 16;
-  double contamination = 0.1;
-  int64_t steps = 300;
-  int max_rounds = 5;
-  double iqr_k = 1.5;
-  double min_keep = 0.5;
-  uint64_t seed = 0;
-  bool json = false;
-};
-
-int run_demo(const DemoOptions& opt);
+void add_demo_command(CLI::App& app, int* rc);
 
 }  // namespace mirad::cli

@@ -1,0 +1,214 @@
+// Shared job options: dataset loading, config assembly, review lists, progress line.
+#include "tools/cli/job_common.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <mutex>
+
+#include "engine/error.h"
+#include "engine/file_io.h"
+#include "engine/json_io.h"
+#include "host/feature_extractor.h"
+#include "tools/cli/cli_checks.h"
+
+namespace mirad::cli {
+
+namespace fs = std::filesystem;
+
+std::string path_key(const fs::path& p) {
+  std::error_code ec;
+  const fs::path c = fs::weakly_canonical(fs::absolute(p, ec), ec);
+  return (ec ? p : c).string();
+}
+
+void add_data_options(CLI::App* cmd, DataOptions& o, bool required) {
+  auto* d = cmd->add_option("--data", o.data, "dataset folder (or list file with --layout list)")
+                ->check(NonEmpty());
+  if (required) d->required();
+  cmd->add_option("--layout", o.layout,
+                  "auto, mvtec, ksdd2, folder, list or images (every image under --data)")
+      ->check(CLI::IsMember({"auto", "mvtec", "ksdd2", "folder", "list", "images"}))
+      ->capture_default_str();
+  cmd->add_option("--contamination", o.contamination,
+                  "a `mirad contaminate` manifest: its moved test defects join training")
+      ->check(NonEmpty());
+}
+
+void add_run_options(CLI::App* cmd, RunOptions& o) {
+  cmd->add_option("--config", o.config, "config JSON (see README: Formats); unknown keys are errors")
+      ->check(NonEmpty());
+  cmd->add_option("--set", o.set, "override one config key, e.g. --set train.mode=plain "
+                                  "--set refine.rule=mad (repeatable)");
+  cmd->add_option("--device", o.device, "cpu or cuda (overrides the config)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  auto* seed = cmd->add_option("--seed", o.seed, "random seed (overrides the config)")
+                   ->check(Unsigned64());
+  seed->each([&o](const std::string&) { o.seed_given = true; });
+  cmd->add_option("--features", o.features,
+                  "reuse a `mirad embed` features file of exactly these images (checked)")
+      ->check(NonEmpty());
+  cmd->add_option("--threads", o.threads,
+                  "one thread budget for decoding, oneDNN and OpenBLAS (0 = every core)")
+      ->check(IntegerRange(0, 4096))->capture_default_str();
+  cmd->add_option("--normalize", o.normalize,
+                  "input normalisation preset when the backbone's graph has none: imagenet, "
+                  "tf_inception, efficientnet_lite, unit")
+      ->check(CLI::IsMember({"imagenet", "tf_inception", "efficientnet_lite", "unit"}));
+  cmd->add_flag("--strict", o.strict, "an image that cannot be decoded stops the run "
+                                      "(default: skipped and reported)");
+  cmd->add_flag("--json", o.json, "machine-readable JSON on stdout, no progress line");
+}
+
+LoadedData load_data(const DataOptions& o) {
+  LoadedData d;
+  const fs::path root(o.data);
+  std::error_code ec;
+  CHECK_INPUT(fs::exists(root, ec), "--data {}: no such file or folder", printable(o.data));
+  std::string layout = o.layout;
+  if (layout == "auto") {
+    if (fs::is_directory(root / "train" / "good", ec))
+      layout = "mvtec";
+    else if (fs::is_directory(root / "good", ec) || fs::is_directory(root / "train", ec))
+      layout = "folder";
+    else
+      layout = "images";
+  }
+  if (layout == "images") {
+    CHECK_INPUT(fs::is_directory(root, ec), "--data {} is not a folder", printable(o.data));
+    d.dataset.layout = "images";
+    d.dataset.root = root;
+    for (const auto& p : collect_images({root})) d.dataset.train.push_back({p, Label::good, "good", {}});
+  } else {
+    d.dataset = load_dataset(layout, root);
+  }
+  d.inputs.push_back(root);
+  if (!o.contamination.empty()) {
+    d.manifest = read_manifest(o.contamination);
+    d.dataset = apply_manifest(d.dataset, *d.manifest);
+    d.inputs.push_back(o.contamination);
+  }
+  for (const auto* split : {&d.dataset.train, &d.dataset.test})
+    for (const Item& it : *split) {
+      d.inputs.push_back(it.path);
+      if (!it.mask_path.empty()) d.inputs.push_back(it.mask_path);
+    }
+  CHECK_INPUT(!d.dataset.train.empty(), "--data {}: the training set is empty",
+              printable(o.data));
+  return d;
+}
+
+namespace {
+
+// "a.b.c=value": value as JSON when it parses (numbers, true/false, arrays), else a string.
+void apply_override(nlohmann::json& cfg, const std::string& text) {
+  const auto eq = text.find('=');
+  CHECK_INPUT(eq != std::string::npos && eq > 0, "--set {}: expected key.path=value",
+              printable(text));
+  const std::string key = text.substr(0, eq), raw = text.substr(eq + 1);
+  nlohmann::json value;
+  try {
+    value = parse_json_bounded(raw, "--set " + key);
+  } catch (const InputError&) {
+    value = raw;
+  }
+  nlohmann::json* node = &cfg;
+  size_t start = 0;
+  for (;;) {
+    const auto dot = key.find('.', start);
+    const std::string part = key.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    CHECK_INPUT(!part.empty(), "--set {}: empty key component", printable(text));
+    if (dot == std::string::npos) {
+      (*node)[part] = value;
+      return;
+    }
+    if (!node->contains(part) || !(*node)[part].is_object()) (*node)[part] = nlohmann::json::object();
+    node = &(*node)[part];
+    start = dot + 1;
+  }
+}
+
+}  // namespace
+
+DetectorConfig load_config(const RunOptions& o) {
+  nlohmann::json j = nlohmann::json::object();
+  if (!o.config.empty()) j = read_json_file(o.config, uint64_t(16) << 20);
+  CHECK_INPUT(j.is_object(), "--config {}: must hold a JSON object", printable(o.config));
+  for (const auto& s : o.set) apply_override(j, s);
+  if (!o.device.empty()) j["device"] = o.device;
+  if (o.seed_given) j["seed"] = o.seed;
+  return DetectorConfig::from_json(j);
+}
+
+std::vector<fs::path> read_path_list(const fs::path& list) {
+  const std::string text = read_file_text(list, uint64_t(64) << 20);
+  std::vector<fs::path> out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t'))
+      line.pop_back();
+    size_t b = 0;
+    while (b < line.size() && (line[b] == ' ' || line[b] == '\t')) ++b;
+    line = line.substr(b);
+    if (line.empty() || line[0] == '#') continue;
+    CHECK_INPUT(line.find('\0') == std::string::npos, "{}: a line holds a NUL byte",
+                printable(list.string()));
+    fs::path p(line);
+    if (p.is_relative()) p = list.parent_path() / p;
+    out.push_back(p);
+    if (end == text.size()) break;
+  }
+  return out;
+}
+
+struct JobBar::State {
+  bool enabled = false, drawn = false;
+  std::string phase;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now(), last{};
+  std::mutex mutex;
+};
+
+JobBar::JobBar(bool enabled) : m_state(std::make_shared<State>()) {
+  m_state->enabled = enabled && isatty(2);
+}
+
+JobBar::~JobBar() {
+  if (m_state->enabled && m_state->drawn) std::fputc('\n', stderr);
+}
+
+JobProgress JobBar::callback() {
+  auto st = m_state;
+  return [st](const std::string& phase, int64_t done, int64_t total, double loss) {
+    if (!st->enabled) return;
+    std::lock_guard<std::mutex> lock(st->mutex);
+    const auto now = std::chrono::steady_clock::now();
+    if (phase == st->phase && done < total && now - st->last < std::chrono::milliseconds(100))
+      return;
+    st->last = now;
+    st->phase = phase;
+    const double secs = std::chrono::duration<double>(now - st->start).count();
+    const int width = 24;
+    const int filled = total > 0 ? int(width * std::min(done, total) / total) : width;
+    std::string note = std::isfinite(loss) ? fmt::format(" loss {:.3f}", loss) : "";
+    std::fprintf(stderr, "\r\033[K%6.1fs %-34.34s [%s%s] %lld/%lld%s", secs, phase.c_str(),
+                 std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+                 (long long)done, (long long)total, note.c_str());
+    std::fflush(stderr);
+    st->drawn = true;
+  };
+}
+
+std::vector<std::string> contaminated_paths(const LoadedData& d) {
+  std::vector<std::string> out;
+  for (const Item& it : d.dataset.train)
+    if (it.label == Label::defect) out.push_back(path_key(it.path));
+  return out;
+}
+
+}  // namespace mirad::cli

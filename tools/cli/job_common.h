@@ -1,0 +1,69 @@
+// Options and helpers shared by train, clean, predict and eval: the dataset (layout, optional
+// contamination manifest), the config file with --set overrides, the thread budget, review
+// lists, and the terminal progress line.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/detector_config.h"
+#include "host/contamination.h"
+#include "host/dataset.h"
+#include "host/detector_job.h"
+
+namespace mirad::cli {
+
+struct DataOptions {
+  std::string data, layout = "auto", contamination;
+};
+
+struct RunOptions {
+  std::string config, device, features, normalize;
+  std::vector<std::string> set;  // key.path=value overrides
+  int threads = 0;
+  uint64_t seed = 0;
+  bool seed_given = false;
+  bool strict = false, json = false;
+};
+
+void add_data_options(CLI::App* cmd, DataOptions& o, bool required = true);
+void add_run_options(CLI::App* cmd, RunOptions& o);
+
+// The dataset with the manifest's split applied (moved test defects join training). Layout
+// "auto": MVTec when DIR/train/good exists, plain folders when DIR/good exists, else every
+// image under DIR as one (nominally good) training set.
+struct LoadedData {
+  Dataset dataset;
+  std::optional<ContaminationManifest> manifest;
+  std::vector<std::filesystem::path> inputs;  // every input path, for overwrite checks
+};
+LoadedData load_data(const DataOptions& o);
+
+// The config: defaults, then the --config file, then each --set, then --device / --seed.
+// Unknown keys anywhere are errors.
+DetectorConfig load_config(const RunOptions& o);
+
+// Paths of a list file: one per line, '#' comments and blank lines skipped, relative paths
+// against the list's folder.
+std::vector<std::filesystem::path> read_path_list(const std::filesystem::path& list);
+
+// A progress callback drawing one terminal line (stderr), silent under --json or off a tty.
+class JobBar {
+ public:
+  explicit JobBar(bool enabled);
+  ~JobBar();
+  JobProgress callback();
+
+ private:
+  struct State;
+  std::shared_ptr<State> m_state;
+};
+
+// Truly contaminated training images (from the manifest), as canonical path strings.
+std::vector<std::string> contaminated_paths(const LoadedData& d);
+std::string path_key(const std::filesystem::path& p);
+
+}  // namespace mirad::cli

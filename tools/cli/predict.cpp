@@ -1,0 +1,283 @@
+// `mirad predict` (scores, decisions, heatmap overlays of new images), `mirad eval` (metrics on
+// a labelled test split) and `mirad info MODEL` (what a model holds).
+#include "tools/cli/predict.h"
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+
+#include "engine/device.h"
+#include "engine/error.h"
+#include "engine/file_io.h"
+#include "engine/json_io.h"
+#include "host/evaluation.h"
+#include "host/feature_extractor.h"
+#include "host/heatmap.h"
+#include "host/image.h"
+#include "tools/cli/cli_checks.h"
+#include "tools/cli/job_common.h"
+
+namespace mirad::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+nlohmann::json num(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+
+struct PredictOptions {
+  std::string model, out, device, backbone;
+  std::vector<std::string> images;
+  int threads = 0;
+  bool no_maps = false, strict = false, json = false;
+};
+
+struct EvalOptions {
+  std::string model, out, device, backbone, subset;
+  DataOptions data;
+  int threads = 0;
+  bool strict = false, json = false;
+};
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+int run_predict(const PredictOptions& o) {
+  std::vector<fs::path> inputs(o.images.begin(), o.images.end());
+  const auto images = collect_images(inputs);
+  inputs.push_back(o.model);
+  const fs::path out(o.out);
+  std::error_code ec;
+  if (!o.out.empty()) {
+    CHECK_INPUT(!fs::exists(out, ec) || fs::is_directory(out, ec),
+                "--out {} exists and is not a folder", printable(o.out));
+    refuse_overwriting_inputs(out, inputs);
+    if (fs::is_directory(out, ec))
+      for (const char* f : {"predictions.csv", "predictions.json"}) check_output_file(out / f);
+  }
+  DetectorModel model = load_detector(o.model);
+  const Device device = parse_device(o.device.empty() ? model.config.device : o.device);
+  apply_thread_budget(o.threads);
+  const Predictor pred(std::move(model), device, o.threads, o.backbone);
+  JobBar bar(!o.json);
+  const bool maps = !o.out.empty() && !o.no_maps;
+  const auto preds = pred.predict(images, maps, o.strict, bar.callback());
+  const DetectorModel& m = pred.model();
+  nlohmann::json list = nlohmann::json::array();
+  std::string csv = "path,score,anomalous,threshold\n";
+  int64_t anomalous = 0, failed = 0;
+  for (size_t i = 0; i < preds.size(); ++i) {
+    const Prediction& p = preds[i];
+    nlohmann::json e = {{"path", p.path.string()}, {"score", num(p.score)},
+                        {"anomalous", p.anomalous}};
+    if (!p.error.empty()) e["error"] = p.error, ++failed;
+    else if (p.anomalous) ++anomalous;
+    if (maps && p.error.empty()) {
+      fs::create_directories(out / "maps", ec);
+      const std::string name = fmt::format("{:04d}_{}.png", i, p.path.stem().string());
+      Image img = decode_image(p.path);
+      encode_png(out / "maps" / name,
+                 heatmap_overlay(img, p.map.data(), p.height, p.width, m.stats.map_lo, m.stats.map_hi),
+                 false);
+      e["heatmap"] = (fs::path("maps") / name).string();
+    }
+    csv += fmt::format("{},{},{},{:.6g}\n", csv_field(p.path.string()),
+                       std::isfinite(p.score) ? fmt::format("{:.6g}", p.score) : "nan",
+                       p.error.empty() ? (p.anomalous ? "1" : "0") : "error", m.threshold);
+    list.push_back(e);
+  }
+  nlohmann::json doc = {{"command", "predict"},   {"model", o.model},
+                        {"threshold", m.threshold}, {"images", preds.size()},
+                        {"anomalous", anomalous},   {"failed", failed},
+                        {"predictions", list}};
+  if (!o.out.empty()) {
+    fs::create_directories(out, ec);
+    write_file_atomic(out / "predictions.csv", csv);
+    write_file_atomic(out / "predictions.json", doc.dump(1) + "\n");
+  }
+  if (o.json) {
+    std::printf("%s\n", doc.dump(2).c_str());
+    return 0;
+  }
+  for (const auto& p : preds) {
+    if (!p.error.empty())
+      std::printf("%-60s error: %s\n", printable(p.path.string()).c_str(), p.error.c_str());
+    else
+      std::printf("%-60s %9.3f  %s\n", printable(p.path.string()).c_str(), p.score,
+                  p.anomalous ? "ANOMALOUS" : "ok");
+  }
+  std::printf("%lld of %zu anomalous (threshold %.3f)%s\n", (long long)anomalous, preds.size(),
+              m.threshold, o.out.empty() ? "" : fmt::format("; written to {}", o.out).c_str());
+  return 0;
+}
+
+void print_metrics(const char* title, const EvalMetrics& e) {
+  std::printf("%s: %lld images (%lld good, %lld defective)\n", title, (long long)e.images,
+              (long long)e.good, (long long)e.defect);
+  std::printf("  image AUROC            %.4f\n", e.image_auroc);
+  std::printf("  pixel AUROC            %.4f   (at each mask's resolution)\n", e.pixel_auroc);
+  std::printf("  AUPRO (FPR <= 0.3)     %.4f\n", e.aupro);
+  std::printf("  F1-max                 %.4f\n", e.f1_max);
+  std::printf("  F1 at threshold        %.4f   (precision %.3f, recall %.3f)\n",
+              e.f1_at_threshold, e.precision_at_threshold, e.recall_at_threshold);
+  std::printf("  good FPR at threshold  %.4f\n", e.good_fpr_at_threshold);
+  for (const auto& [k, v] : e.auroc_by_defect) std::printf("  AUROC %-16s %.4f\n", k.c_str(), v);
+}
+
+int run_eval(const EvalOptions& o) {
+  LoadedData d = load_data(o.data);
+  CHECK_INPUT(!d.dataset.test.empty(), "--data {}: no test split to evaluate on",
+              printable(o.data.data));
+  std::vector<fs::path> inputs = d.inputs;
+  inputs.push_back(o.model);
+  if (!o.out.empty()) check_output(o.out, inputs);
+  std::vector<fs::path> subset;
+  if (!o.subset.empty()) subset = read_path_list(o.subset);
+  DetectorModel model = load_detector(o.model);
+  const Device device = parse_device(o.device.empty() ? model.config.device : o.device);
+  apply_thread_budget(o.threads);
+  const Predictor pred(std::move(model), device, o.threads, o.backbone);
+  JobBar bar(!o.json);
+  const EvalReport r = evaluate(pred, d.dataset.test, subset, o.strict, bar.callback());
+  nlohmann::json scores = nlohmann::json::array();
+  for (size_t i = 0; i < r.items.size(); ++i)
+    scores.push_back({{"path", r.items[i].path.string()},
+                      {"label", label_name(r.items[i].label)},
+                      {"defect_type", r.items[i].defect_type},
+                      {"score", num(r.predictions[i].score)}});
+  nlohmann::json doc = {{"command", "eval"},
+                        {"model", o.model},
+                        {"data", o.data.data},
+                        {"threshold", r.threshold},
+                        {"test", r.all.to_json()},
+                        {"scores", scores},
+                        {"seconds", r.seconds}};
+  if (r.subset) doc["subset"] = r.subset->to_json();
+  if (!o.out.empty()) write_file_atomic(o.out, doc.dump(1) + "\n");
+  if (o.json) {
+    std::printf("%s\n", doc.dump(2).c_str());
+    return 0;
+  }
+  print_metrics("test split", r.all);
+  if (r.subset) print_metrics("subset", *r.subset);
+  std::printf("threshold %.3f; %.1f s\n", r.threshold, r.seconds);
+  return 0;
+}
+
+int run_model_info(const std::string& dir, bool json) {
+  const DetectorModel m = load_detector(dir);
+  if (json) {
+    nlohmann::json taps = nlohmann::json::array();
+    for (const auto& t : m.taps)
+      taps.push_back({{"name", t.name}, {"op", t.op}, {"shape", {t.channels, t.height, t.width}},
+                      {"parameters", t.params.theta.size()}});
+    std::printf("%s\n", nlohmann::json({{"model", dir},
+                                        {"backbone", m.backbone.name},
+                                        {"backbone_sha256", m.backbone.weights_sha256},
+                                        {"input", {m.backbone.input_height, m.backbone.input_width}},
+                                        {"taps", taps},
+                                        {"threshold", m.threshold},
+                                        {"retained", m.retained.size()},
+                                        {"rejected", m.rejected.size()},
+                                        {"config", m.config.to_json()},
+                                        {"training", m.training}})
+                            .dump(2)
+                            .c_str());
+    return 0;
+  }
+  std::printf("mirad detector %s (schema %d)\n", dir.c_str(), DetectorModel::kSchemaVersion);
+  std::printf("backbone: %s (weights sha256 %s), input %lld x %lld\n", m.backbone.name.c_str(),
+              m.backbone.weights_sha256.c_str(), (long long)m.backbone.input_height,
+              (long long)m.backbone.input_width);
+  for (const auto& t : m.taps)
+    std::printf("tap %s (op %d): %lld x %lld x %lld, flow %lld blocks, %zu parameters\n",
+                t.name.c_str(), t.op, (long long)t.channels, (long long)t.height,
+                (long long)t.width, (long long)t.params.flow.n_blocks, t.params.theta.size());
+  std::printf("training: %s, %s scoring, rule %s; %zu retained, %zu rejected (%s)\n",
+              m.config.train.mode.c_str(), m.config.refine.scoring.c_str(),
+              m.config.refine.rule.c_str(), m.retained.size(), m.rejected.size(),
+              m.training.value("stop_reason", std::string("?")).c_str());
+  std::printf("threshold: %.4f (%s)\n", m.threshold, m.threshold_detail.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void add_predict_command(CLI::App& app, int* rc) {
+  auto o = std::make_shared<PredictOptions>();
+  auto* cmd = app.add_subcommand("predict", "Score new images with a trained detector: scores, "
+                                            "pass/fail decisions and heatmap overlays");
+  cmd->footer("Examples:\n"
+              "  mirad predict --model bottle.model new/*.png\n"
+              "  mirad predict --model bottle.model new/ --out results/ --json");
+  cmd->add_option("--model,-m", o->model, "model folder")->required()->check(NonEmpty());
+  cmd->add_option("images", o->images, "image files or folders")->required();
+  cmd->add_option("--out,-o", o->out, "folder for predictions.csv/json and maps/ overlays")
+      ->check(NonEmpty());
+  cmd->add_option("--device", o->device, "cpu or cuda (default: the model's)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--backbone", o->backbone, "backbone folder/name (must have the model's "
+                                             "weights sha256)");
+  cmd->add_option("--threads", o->threads, "thread budget (0 = every core)")
+      ->check(IntegerRange(0, 4096));
+  cmd->add_flag("--no-maps", o->no_maps, "skip the heatmap overlays");
+  cmd->add_flag("--strict", o->strict, "an undecodable image stops the run");
+  cmd->add_flag("--json", o->json, "machine-readable JSON on stdout");
+  cmd->callback([o, rc] { *rc = run_predict(*o); });
+}
+
+void add_eval_command(CLI::App& app, int* rc) {
+  auto o = std::make_shared<EvalOptions>();
+  auto* cmd = app.add_subcommand("eval", "Evaluate a detector on a dataset's test split: image "
+                                         "and pixel AUROC, AUPRO, F1, FPR at the threshold");
+  cmd->footer("Examples:\n"
+              "  mirad eval --model bottle.model --data /data/mvtec/bottle\n"
+              "  mirad eval --model m --data ds --contamination ds_r40.json --subset common.txt "
+              "--json");
+  cmd->add_option("--model,-m", o->model, "model folder")->required()->check(NonEmpty());
+  add_data_options(cmd, o->data);
+  cmd->add_option("--subset", o->subset, "list file of test images reported separately (the "
+                                         "common subset)")->check(NonEmpty());
+  cmd->add_option("--out,-o", o->out, "also write the JSON report to this file")
+      ->check(NonEmpty());
+  cmd->add_option("--device", o->device, "cpu or cuda (default: the model's)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--backbone", o->backbone, "backbone folder/name (must have the model's "
+                                             "weights sha256)");
+  cmd->add_option("--threads", o->threads, "thread budget (0 = every core)")
+      ->check(IntegerRange(0, 4096));
+  cmd->add_flag("--strict", o->strict, "an undecodable image stops the run");
+  cmd->add_flag("--json", o->json, "machine-readable JSON on stdout");
+  cmd->callback([o, rc] { *rc = run_eval(*o); });
+}
+
+void add_info_command(CLI::App& app, int* rc) {
+  auto model = std::make_shared<std::string>();
+  auto json = std::make_shared<bool>(false);
+  auto* cmd = app.add_subcommand("info", "Build and device information, or what a model holds");
+  cmd->footer("Examples:\n  mirad info\n  mirad info bottle.model --json");
+  cmd->add_option("model", *model, "a model folder (optional)");
+  cmd->add_flag("--json", *json, "machine-readable JSON");
+  cmd->callback([model, json, rc] {
+    if (!model->empty()) {
+      *rc = run_model_info(*model, *json);
+      return;
+    }
+    if (*json)
+      std::printf("%s\n", nlohmann::json({{"version", "0.2.0"},
+                                          {"cuda_compiled", cuda_compiled()},
+                                          {"cuda_device", cuda_available()}})
+                              .dump(2)
+                              .c_str());
+    else
+      std::printf("mirad 0.2.0\ncuda compiled: %s\ncuda device: %s\n",
+                  cuda_compiled() ? "yes" : "no", cuda_available() ? "yes" : "no");
+    *rc = 0;
+  });
+}
+
+}  // namespace mirad::cli

@@ -1,0 +1,257 @@
+// `mirad train` (a detector model) and `mirad clean` (which training images are suspect, with
+// evidence, plus the detector trained without them). Neither modifies the dataset.
+#include "tools/cli/train.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <set>
+
+#include "engine/error.h"
+#include "engine/file_io.h"
+#include "engine/json_io.h"
+#include "host/heatmap.h"
+#include "host/image.h"
+#include "tools/cli/cli_checks.h"
+#include "tools/cli/training_run.h"
+
+namespace mirad::cli {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TrainOptions {
+  DataOptions data;
+  RunOptions run;
+  std::string out, keep, reject;
+};
+
+struct CleanOptions {
+  DataOptions data;
+  RunOptions run;
+  std::string out, keep, reject, export_dir;
+  bool hardlink = false, no_heatmaps = false;
+};
+
+nlohmann::json num(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+
+void add_review_options(CLI::App* cmd, std::string& keep, std::string& reject) {
+  cmd->add_option("--keep", keep, "list file of images a person confirmed as good: never "
+                                  "rejected")->check(NonEmpty());
+  cmd->add_option("--reject", reject, "list file of images a person confirmed as defective: "
+                                      "excluded from the start")->check(NonEmpty());
+}
+
+int run_train(const TrainOptions& o) {
+  check_model_output(o.out);
+  TrainingRequest req{o.data, o.run, o.keep, o.reject, false, {o.out}};
+  const TrainingRun run = run_training(req);
+  save_detector(o.out, run.result.model);
+  const auto& rr = run.result.refinement;
+  if (o.run.json) {
+    nlohmann::json j = {{"command", "train"},
+                        {"model", o.out},
+                        {"images", run.result.bank_images.size()},
+                        {"skipped", run.result.skipped.size()},
+                        {"retained", rr.retained.size()},
+                        {"rejected", rr.rejected.size()},
+                        {"stop_reason", rr.stop_reason},
+                        {"rounds", rounds_json(run)},
+                        {"threshold", run.result.model.threshold},
+                        {"cleaning", cleaning_json(run)},
+                        {"seconds", run.seconds},
+                        {"feature_seconds", run.result.feature_seconds},
+                        {"refine_seconds", run.result.refine_seconds}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  print_rounds(run);
+  for (const auto& s : run.result.skipped)
+    std::printf("skipped (cannot decode): %s\n",
+                printable(run.data.dataset.train[s.index].path.string()).c_str());
+  std::printf("trained on %zu of %zu images (%zu rejected) in %.1f s (features %.1f s); "
+              "threshold %.3f -> %s\n",
+              rr.retained.size(), run.result.bank_images.size(), rr.rejected.size(), run.seconds,
+              run.result.feature_seconds, run.result.model.threshold, o.out.c_str());
+  return 0;
+}
+
+// rejected.csv: path,score,round,threshold (RFC 4180 quoting).
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+int run_clean(const CleanOptions& o) {
+  const fs::path out(o.out);
+  std::error_code ec;
+  CHECK_INPUT(!fs::exists(out, ec) || fs::is_directory(out, ec), "--out {} exists and is not a "
+              "folder", printable(o.out));
+  if (fs::is_directory(out, ec))
+    for (const char* f : {"clean.json", "rejected.csv"}) check_output_file(out / f);
+  std::vector<fs::path> outputs{out};
+  if (!o.export_dir.empty()) outputs.push_back(o.export_dir);
+  // run_training refuses outputs inside the inputs before any work; only then is --out made.
+  TrainingRequest req{o.data, o.run, o.keep, o.reject, false, outputs};
+  const TrainingRun run = run_training(req);
+  fs::create_directories(out, ec);
+  CHECK_INPUT(fs::is_directory(out, ec), "--out {}: cannot create the folder", printable(o.out));
+  for (const char* f : {"clean.json", "rejected.csv"}) check_output_file(out / f);
+  const auto& rr = run.result.refinement;
+  const auto& imgs = run.result.bank_images;
+  save_detector(out / "model", run.result.model);
+
+  // Evidence: each rejected image's anomaly map under the detector trained without it.
+  std::vector<std::string> heatmap_of(imgs.size());
+  if (!o.no_heatmaps && !rr.rejected.empty()) {
+    fs::create_directories(out / "heatmaps", ec);
+    Predictor pred(run.result.model, parse_device(run.config.device), o.run.threads);
+    std::vector<fs::path> paths;
+    for (const auto& r : rr.rejected) paths.push_back(imgs[r.image]);
+    JobBar bar(!o.run.json);
+    const auto preds = pred.predict(paths, true, false, bar.callback());
+    for (size_t i = 0; i < preds.size(); ++i) {
+      if (!preds[i].error.empty() || preds[i].map.empty()) continue;
+      Image img = decode_image(preds[i].path);
+      Image over = heatmap_overlay(img, preds[i].map.data(), preds[i].height, preds[i].width,
+                                   run.result.model.stats.map_lo, run.result.model.stats.map_hi);
+      const std::string name = fmt::format("{:04d}_{}.png", i, preds[i].path.stem().string());
+      encode_png(out / "heatmaps" / name, over, false);
+      heatmap_of[rr.rejected[i].image] = (fs::path("heatmaps") / name).string();
+    }
+  }
+  const std::set<std::string> bad(run.contaminated.begin(), run.contaminated.end());
+  std::string csv = "path,score,round,threshold\n";
+  nlohmann::json rejected = nlohmann::json::array();
+  for (const auto& r : rr.rejected) {
+    const std::string p = imgs[r.image].string();
+    csv += fmt::format("{},{},{},{}\n", csv_field(p), std::isfinite(r.score) ? fmt::format("{:.6g}", r.score) : "inf",
+                       r.round, std::isfinite(r.tau) ? fmt::format("{:.6g}", r.tau) : "");
+    nlohmann::json e = {{"path", p},
+                        {"score", num(r.score)},
+                        {"round", r.round},
+                        {"tau", num(r.tau)},
+                        {"reason", r.round == 0 ? "review" : std::isfinite(r.score) ? "score above tau" : "non-finite score"}};
+    if (run.config.refine.soft) e["weight"] = r.weight;
+    if (!heatmap_of[r.image].empty()) e["heatmap"] = heatmap_of[r.image];
+    if (!bad.empty() || cleaning_json(run).is_object()) e["truly_defective"] = bad.count(path_key(imgs[r.image])) > 0;
+    rejected.push_back(e);
+  }
+  nlohmann::json skipped = nlohmann::json::array();
+  for (const auto& s : run.result.skipped)
+    skipped.push_back({{"path", run.data.dataset.train[s.index].path.string()}, {"error", s.message}});
+  nlohmann::json doc = {{"format", "mirad-clean"},
+                        {"version", 1},
+                        {"data", o.data.data},
+                        {"layout", run.data.dataset.layout},
+                        {"images", imgs.size()},
+                        {"retained", rr.retained.size()},
+                        {"rejected", rejected},
+                        {"skipped", skipped},
+                        {"nonfinite_loss_images", run.result.model.training["nonfinite_loss_images"]},
+                        {"stop_reason", rr.stop_reason},
+                        {"min_keep_reached", rr.stop_reason == "min_keep"},
+                        {"rounds", rounds_json(run)},
+                        {"cleaning", cleaning_json(run)},
+                        {"config", run.config.to_json()},
+                        {"model", "model"},
+                        {"seconds", run.seconds},
+                        {"feature_seconds", run.result.feature_seconds},
+                        {"refine_seconds", run.result.refine_seconds}};
+  // Kept images as copies (hardlinks only on request: they share the source's inode, so
+  // editing one edits the dataset).
+  if (!o.export_dir.empty()) {
+    const fs::path dst(o.export_dir);
+    fs::create_directories(dst, ec);
+    CHECK_INPUT(fs::is_directory(dst, ec), "--export {}: cannot create the folder",
+                printable(o.export_dir));
+    if (o.hardlink)
+      std::fprintf(stderr, "mirad: warning: --hardlink: exported files share their inode with "
+                           "the dataset; editing one edits the other\n");
+    const fs::path root = run.data.dataset.root;
+    for (int64_t b : rr.retained) {
+      const fs::path src = imgs[b];
+      fs::path rel = src.lexically_relative(root);
+      if (rel.empty() || rel.native().starts_with("..")) rel = src.filename();
+      const fs::path target = dst / rel;
+      fs::create_directories(target.parent_path(), ec);
+      check_output_file(target);
+      if (o.hardlink) {
+        fs::create_hard_link(src, target, ec);
+        CHECK_INPUT(!ec, "--export: cannot hardlink {}: {}", printable(target.string()), ec.message());
+      } else {
+        write_file_atomic(target, read_file_bytes(src), false);
+      }
+    }
+    doc["exported"] = {{"folder", o.export_dir}, {"images", rr.retained.size()},
+                       {"hardlinks", o.hardlink}};
+  }
+  write_file_atomic(out / "rejected.csv", csv);
+  write_file_atomic(out / "clean.json", doc.dump(1) + "\n");
+  if (o.run.json) {
+    std::printf("%s\n", doc.dump(2).c_str());
+    return 0;
+  }
+  print_rounds(run);
+  for (const auto& r : rr.rejected)
+    std::printf("rejected: %s (score %.3f, round %d)%s\n",
+                printable(imgs[r.image].string()).c_str(), r.score, r.round,
+                bad.count(path_key(imgs[r.image])) ? " [defective]" : "");
+  const auto c = cleaning_json(run);
+  if (c.is_object())
+    std::printf("cleaning: %lld contaminated, %lld rejected: precision %.3f, recall %.3f, F1 "
+                "%.3f\n", c["contaminated"].get<long long>(), c["rejected"].get<long long>(),
+                c["precision"].get<double>(), c["recall"].get<double>(), c["f1"].get<double>());
+  std::printf("kept %zu of %zu images in %.1f s -> %s (clean.json, rejected.csv, heatmaps/, "
+              "model/)\n", rr.retained.size(), imgs.size(), run.seconds, o.out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void add_train_command(CLI::App& app, int* rc) {
+  auto o = std::make_shared<TrainOptions>();
+  auto* cmd = app.add_subcommand(
+      "train", "Train a detector on a (contaminated) training set with iterative refinement");
+  cmd->footer(
+      "Examples:\n"
+      "  mirad train --data /data/mvtec/bottle --out bottle.model\n"
+      "  mirad train --data ds --contamination ds_r10.json --set refine.rule=mad --out m\n"
+      "  mirad train --data ds --features ds.safetensors --config cfg.json --out m --json");
+  add_data_options(cmd, o->data);
+  add_run_options(cmd, o->run);
+  add_review_options(cmd, o->keep, o->reject);
+  cmd->add_option("--out,-o", o->out, "model folder to write (replaced atomically if it is a "
+                                      "mirad model)")->required()->check(NonEmpty());
+  cmd->callback([o, rc] { *rc = run_train(*o); });
+}
+
+void add_clean_command(CLI::App& app, int* rc) {
+  auto o = std::make_shared<CleanOptions>();
+  auto* cmd = app.add_subcommand(
+      "clean", "Find the defective images hidden in a training set: clean.json, rejected.csv "
+               "with heatmap evidence, and the detector trained without them");
+  cmd->footer(
+      "Examples:\n"
+      "  mirad clean --data photos/ --out cleaned/\n"
+      "  mirad clean --data ds --layout mvtec --export kept/ --out cleaned/\n"
+      "  mirad clean --data ds --keep reviewed_ok.txt --reject reviewed_bad.txt --out run2/");
+  add_data_options(cmd, o->data);
+  add_run_options(cmd, o->run);
+  add_review_options(cmd, o->keep, o->reject);
+  cmd->add_option("--out,-o", o->out, "output folder (created; never inside the dataset)")
+      ->required()->check(NonEmpty());
+  cmd->add_option("--export", o->export_dir, "also copy the kept images into this folder")
+      ->check(NonEmpty());
+  cmd->add_flag("--hardlink", o->hardlink, "--export as hardlinks (shares the inode with the "
+                                           "dataset)");
+  cmd->add_flag("--no-heatmaps", o->no_heatmaps, "skip the evidence heatmaps");
+  cmd->callback([o, rc] { *rc = run_clean(*o); });
+}
+
+}  // namespace mirad::cli

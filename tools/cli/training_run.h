@@ -1,0 +1,39 @@
+// One training run from the command line (train, clean, demo): data + config -> refinement ->
+// model, and its summary as text and JSON (rounds, rejections, cleaning precision/recall when
+// the data's labels say which training images are contaminated).
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tools/cli/job_common.h"
+
+namespace mirad::cli {
+
+struct TrainingRun {
+  LoadedData data;
+  DetectorConfig config;
+  TrainResult result;
+  std::vector<std::string> contaminated;  // canonical paths of truly defective training images
+  double seconds = 0;
+};
+
+struct TrainingRequest {
+  DataOptions data;
+  RunOptions run;
+  std::string keep_list, reject_list;
+  bool baseline = false;
+  std::vector<std::filesystem::path> outputs;  // checked against the inputs before any work
+};
+
+TrainingRun run_training(const TrainingRequest& req);
+
+// Cleaning figures against the labels (nullopt when the data carry none, e.g. plain images).
+nlohmann::json cleaning_json(const TrainingRun& run);
+nlohmann::json rounds_json(const TrainingRun& run);
+void print_rounds(const TrainingRun& run);
+
+}  // namespace mirad::cli
