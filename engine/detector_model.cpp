@@ -145,7 +145,10 @@ void save_detector(const fs::path& dir, const DetectorModel& m) {
               target.string());
   const fs::path parent = target.parent_path();
   CHECK_INPUT(fs::is_directory(parent, ec), "model: folder {} does not exist", parent.string());
-  std::string tmpl = (parent / ("." + target.filename().string() + ".XXXXXX")).string();
+  std::string name = ".";  // appended, not "." + s: GCC 12 warns falsely (-Wrestrict) on that
+  name += target.filename().string();
+  name += ".XXXXXX";
+  std::string tmpl = (parent / name).string();
   CHECK_INPUT(::mkdtemp(tmpl.data()) != nullptr, "model: cannot create a folder in {}: {}",
               parent.string(), std::strerror(errno));
   const fs::path tmp(tmpl);

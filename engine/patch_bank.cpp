@@ -96,7 +96,12 @@ void PatchBank::init(std::vector<float> rows, const ChannelNorm& norm, Stream st
     for (int64_t c = 0; c < m_c; ++c) x[c] = (x[c] - m_norm.mean[c]) / m_norm.std[c];
   }
   m_rows = Buffer<float>::from_host(rows, m_device, stream);
-  if (m_cond > 0) m_posenc = positional_encoding_2d(m_cond, m_h, m_w, m_device, stream);
+  if (m_cond > 0) {
+    m_posenc = positional_encoding_2d(m_cond, m_h, m_w, m_device, stream);
+    const int64_t n = max_score_images();
+    m_cond_rep = Buffer<float>(n * hw() * m_cond, m_device);
+    patchops::repeat_rows(n, hw(), m_cond, m_posenc.data(), m_cond_rep.data(), m_device, stream);
+  }
   mem::synchronize(stream);
 }
 
@@ -108,13 +113,9 @@ MatrixView<const float> PatchBank::image_rows(int64_t first, int64_t count) cons
 
 MatrixView<const float> PatchBank::image_condition(int64_t count) const {
   if (m_cond == 0) return {};
-  CHECK_INPUT(count > 0, "patch bank: condition for {} images", count);
-  if (count > m_cond_rep_images) {
-    m_cond_rep = Buffer<float>(count * hw() * m_cond, m_device);
-    patchops::repeat_rows(count, hw(), m_cond, m_posenc.data(), m_cond_rep.data(), m_device);
-    mem::synchronize({});
-    m_cond_rep_images = count;
-  }
+  CHECK_INPUT(count > 0 && count <= max_score_images(),
+              "patch bank: condition for {} images (at most {} at a time)", count,
+              max_score_images());
   return {m_cond_rep.data(), count * hw(), m_cond, m_device};
 }
 

@@ -3,6 +3,7 @@
 // of the tap's grid. Training batches are gathers of rows; scoring reads whole images in place.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -55,8 +56,12 @@ class PatchBank {
 
   // Rows of images [first, first + count): contiguous, [count*HW, C].
   MatrixView<const float> image_rows(int64_t first, int64_t count) const;
-  // The condition for `count` whole images ([count*HW, cond_dim]); empty when cond_dim == 0.
+  // Whole images scored in one forward: at most this many (about 16k rows).
+  int64_t max_score_images() const { return std::max<int64_t>(1, kScoreRows / hw()); }
+  // The condition for `count` <= max_score_images() whole images ([count*HW, cond_dim]);
+  // empty when cond_dim == 0. Built once, so concurrent readers are safe.
   MatrixView<const float> image_condition(int64_t count) const;
+  static constexpr int64_t kScoreRows = 16384;
   // Gathers the given rows (image * HW + position, validated here) into `out`.
   void gather(const std::vector<int64_t>& rows, PatchBatch& out, Stream stream = {}) const;
 
@@ -68,8 +73,7 @@ class PatchBank {
   ChannelNorm m_norm;
   Buffer<float> m_rows;       // [n*HW, C], standardised
   Buffer<float> m_posenc;     // [HW, cond]
-  mutable Buffer<float> m_cond_rep;  // the table repeated for whole-image batches
-  mutable int64_t m_cond_rep_images = 0;
+  Buffer<float> m_cond_rep;  // the table repeated max_score_images() times
 };
 
 }  // namespace mirad

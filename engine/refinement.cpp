@@ -1,7 +1,14 @@
 // Refinement driver: rounds, folds, warm starts, rejection, the shipped detector's statistics.
 #include "engine/refinement.h"
 
+#include <cblas.h>
+
 #include <algorithm>
+#include <atomic>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <thread>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -72,72 +79,157 @@ TapMaps subset(const TapMaps& maps, const std::vector<size_t>& pos) {
   return out;
 }
 
+// One detector to train (then score `score` with), as the refinement rounds need them.
+struct TrainSpec {
+  std::vector<int64_t> images;
+  std::vector<double> weights;      // soft mode, else empty
+  const ModelSet* warm = nullptr;   // warm start (theta_0), or a fresh initialisation
+  uint64_t tag = 0;                 // seeds the episodes
+  std::string phase;                // for progress
+  std::vector<int64_t> score;       // images to score with the trained detector
+};
+
+struct TrainOutcome {
+  ModelSet model;
+  TapMaps maps;
+  double loss = 0;
+};
+
+// Trains and scores detectors: every (detector, tap) pair is an independent job. On the CPU
+// with a budget of W > 1 threads, W workers run jobs side by side, each with single-threaded
+// BLAS: the flows' GEMMs are too small for two BLAS threads to pay, and a job's result depends
+// only on its own inputs and seed, never on which worker ran it or when.
 class Driver {
  public:
   Driver(const std::vector<const PatchBank*>& banks, const DetectorConfig& cfg,
          const EpisodeSourceFactory& episodes, Device device, const RefineOptions& opt)
       : m_banks(banks), m_cfg(cfg), m_episodes(episodes), m_device(device), m_opt(opt) {
     for (size_t t = 0; t < banks.size(); ++t)
-      m_trainers.push_back(std::make_unique<TapTrainer>(
-          tap_flow_config(cfg, banks[t]->channels(), int64_t(t)), cfg.train, device));
+      m_flows.push_back(tap_flow_config(cfg, banks[t]->channels(), int64_t(t)));
+    m_workers = device == Device::cpu ? std::max(1, opt.workers) : 1;
   }
 
-  // A detector trained on `images` (weights: soft mode, else empty), warm-started from `warm`.
-  ModelSet train(const std::vector<int64_t>& images, const std::vector<double>& weights,
-                 const ModelSet* warm, uint64_t tag, const std::string& phase, double* loss) {
-    CHECK_INPUT(images.size() >= 2,
-                "refinement: {} has {} training images; at least 2 are needed (fewer folds, a "
-                "larger min_keep, or more images)",
-                phase, images.size());
-    ModelSet m;
-    double loss_sum = 0;
-    for (size_t t = 0; t < m_banks.size(); ++t) {
-      TapTrainer& tr = *m_trainers[t];
+  std::vector<TrainOutcome> run(const std::vector<TrainSpec>& specs) {
+    for (const TrainSpec& sp : specs)
+      CHECK_INPUT(sp.images.size() >= 2,
+                  "refinement: {} has {} training images; at least 2 are needed (fewer folds, "
+                  "a larger min_keep, or more images)", sp.phase, sp.images.size());
+    const size_t T = m_banks.size();
+    std::vector<TrainOutcome> out(specs.size());
+    for (auto& o : out) {
+      o.model.taps.resize(T);
+      o.maps.grids.resize(T);
+      o.maps.nll.resize(T);
+    }
+    std::vector<double> losses(specs.size() * T, 0.0);
+    std::vector<std::vector<int64_t>> flagged(specs.size() * T);
+    const size_t n_jobs = specs.size() * T;
+    auto job = [&](size_t j, std::map<size_t, std::unique_ptr<TapTrainer>>& trainers) {
+      const size_t s = j / T, t = j % T;
+      const TrainSpec& sp = specs[s];
+      auto& tr_ptr = trainers[t];
+      if (!tr_ptr) tr_ptr = std::make_unique<TapTrainer>(m_flows[t], m_cfg.train, m_device);
+      TapTrainer& tr = *tr_ptr;
       const PatchBank& bank = *m_banks[t];
-      auto src = m_episodes(images, weights, m_cfg.train.support, m_cfg.train.query,
-                            mix_seed(m_cfg.seed, tag, t, 1));
+      auto src = m_episodes(sp.images, sp.weights, m_cfg.train.support, m_cfg.train.query,
+                            mix_seed(m_cfg.seed, sp.tag, t, 1));
       Buffer<float> theta0;
       int64_t budget = m_cfg.train.budget;
-      if (warm && m_cfg.train.warm_start) {
-        theta0 = Buffer<float>::from_host(warm->taps[t].theta0, m_device);
+      if (sp.warm && m_cfg.train.warm_start) {
+        theta0 = Buffer<float>::from_host(sp.warm->taps[t].theta0, m_device);
         budget = std::max<int64_t>(1, std::llround(double(budget) * m_cfg.train.round_budget));
       } else {
         theta0 = tr.init_params(bank, *src);
       }
-      const std::string name = fmt::format("{} tap {}/{}", phase, t + 1, m_banks.size());
-      TapTrainStats st = tr.train(theta0, bank, *src, budget, [&](int64_t s, int64_t n, double l) {
-        if (m_opt.progress) m_opt.progress(name, s, n, l);
+      const std::string name = fmt::format("{} tap {}/{}", sp.phase, t + 1, T);
+      TapTrainStats st = tr.train(theta0, bank, *src, budget, [&](int64_t a, int64_t b, double l) {
+        if (m_opt.progress) m_opt.progress(name, a, b, l);
       });
       Buffer<float> theta(tr.n_params(), m_device);
       tr.adapt(theta0, theta, bank, *src, &st);
-      loss_sum += st.last_loss;
-      for (int64_t f : st.flagged_images) m_flagged.insert(f);
-      m.taps.push_back({tr.flow_config(), theta0.to_host(), theta.to_host()});
+      losses[j] = st.last_loss;
+      flagged[j] = st.flagged_images;
+      TrainOutcome& o = out[s];
+      o.model.taps[t] = {tr.flow_config(), theta0.to_host(), theta.to_host()};
+      o.maps.grids[t] = {bank.height(), bank.width()};
+      o.maps.n_images = int64_t(sp.score.size());
+      if (!sp.score.empty()) o.maps.nll[t] = tr.score(theta, bank, sp.score);
+    };
+    run_jobs(n_jobs, job);
+    for (size_t s = 0; s < specs.size(); ++s) {
+      double sum = 0;
+      for (size_t t = 0; t < T; ++t) {
+        sum += losses[s * T + t];
+        for (int64_t f : flagged[s * T + t]) m_flagged.insert(f);
+      }
+      out[s].loss = sum / double(T);
     }
-    if (loss) *loss = loss_sum / double(m_banks.size());
-    return m;
+    return out;
   }
 
   TapMaps score(const ModelSet& m, const std::vector<int64_t>& images) {
+    const size_t T = m_banks.size();
     TapMaps maps;
     maps.n_images = int64_t(images.size());
-    for (size_t t = 0; t < m_banks.size(); ++t) {
-      maps.grids.push_back({m_banks[t]->height(), m_banks[t]->width()});
+    maps.grids.resize(T);
+    maps.nll.resize(T);
+    run_jobs(T, [&](size_t t, std::map<size_t, std::unique_ptr<TapTrainer>>& trainers) {
+      auto& tr = trainers[t];
+      if (!tr) tr = std::make_unique<TapTrainer>(m_flows[t], m_cfg.train, m_device);
+      maps.grids[t] = {m_banks[t]->height(), m_banks[t]->width()};
       auto theta = Buffer<float>::from_host(m.taps[t].theta, m_device);
-      maps.nll.push_back(m_trainers[t]->score(theta, *m_banks[t], images));
-    }
+      maps.nll[t] = tr->score(theta, *m_banks[t], images);
+    });
     return maps;
   }
 
   const std::set<int64_t>& flagged() const { return m_flagged; }
 
  private:
+  using Job = std::function<void(size_t, std::map<size_t, std::unique_ptr<TapTrainer>>&)>;
+
+  void run_jobs(size_t n, const Job& job) {
+    if (m_workers <= 1) {
+      for (size_t j = 0; j < n; ++j) job(j, m_trainers);
+      return;
+    }
+    // Single-threaded BLAS for every job, also when fewer jobs than workers are left, so a
+    // result never depends on the worker count.
+    const int W = int(std::min<size_t>(size_t(m_workers), n));
+    const int blas = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    std::atomic<size_t> next{0};
+    std::mutex err_mutex;
+    std::exception_ptr error;
+    std::vector<std::thread> threads;
+    for (int w = 0; w < W; ++w)
+      threads.emplace_back([&] {
+        std::map<size_t, std::unique_ptr<TapTrainer>> trainers;  // per worker: not shared
+        for (;;) {
+          const size_t j = next.fetch_add(1);
+          if (j >= n) return;
+          try {
+            job(j, trainers);
+          } catch (...) {
+            std::lock_guard<std::mutex> lock(err_mutex);
+            if (!error) error = std::current_exception();
+            next = n;  // stop handing out work
+          }
+        }
+      });
+    for (auto& th : threads) th.join();
+    openblas_set_num_threads(blas);
+    if (error) std::rethrow_exception(error);
+  }
+
   const std::vector<const PatchBank*>& m_banks;
   const DetectorConfig& m_cfg;
   const EpisodeSourceFactory& m_episodes;
   Device m_device;
   const RefineOptions& m_opt;
-  std::vector<std::unique_ptr<TapTrainer>> m_trainers;
+  std::vector<FlowConfig> m_flows;
+  int m_workers = 1;
+  std::map<size_t, std::unique_ptr<TapTrainer>> m_trainers;  // the serial path's
   std::set<int64_t> m_flagged;
 };
 
@@ -260,27 +352,43 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
     if (cross) {
       std::vector<TapMaps> fold_maps(K);
       std::vector<std::vector<int64_t>> fold_images(K);
+      std::vector<TrainSpec> specs;
+      std::vector<int> spec_fold;
       for (int k = 0; k < K; ++k) {
-        std::vector<int64_t> train_set;
-        for (int64_t i : R) (fold_of[i] == k ? fold_images[k] : train_set).push_back(i);
+        TrainSpec sp;
+        for (int64_t i : R) (fold_of[i] == k ? fold_images[k] : sp.images).push_back(i);
         if (fold_images[k].empty()) continue;
-        double loss = 0;
-        prev[k] = drv.train(train_set, weights_for(train_set), has_prev[k] ? &prev[k] : nullptr,
-                            uint64_t(r) * 1000 + k,
-                            fmt::format("round {} fold {}/{}", r, k + 1, K), &loss);
+        sp.weights = weights_for(sp.images);
+        sp.warm = has_prev[k] ? &prev[k] : nullptr;
+        sp.tag = uint64_t(r) * 1000 + k;
+        sp.phase = fmt::format("round {} fold {}/{}", r, k + 1, K);
+        sp.score = fold_images[k];
+        specs.push_back(std::move(sp));
+        spec_fold.push_back(k);
+      }
+      auto outs = drv.run(specs);
+      for (size_t i = 0; i < outs.size(); ++i) {
+        const int k = spec_fold[i];
+        prev[k] = std::move(outs[i].model);
         has_prev[k] = true;
-        loss_sum += loss / K;
-        fold_maps[k] = drv.score(prev[k], fold_images[k]);
+        fold_maps[k] = std::move(outs[i].maps);
+        loss_sum += outs[i].loss / double(outs.size());
       }
       last_maps = merge_folds(R, fold_of, fold_maps, fold_images);
     } else {
-      double loss = 0;
-      last_model = drv.train(R, weights_for(R), has_prev[0] ? &prev[0] : nullptr,
-                             uint64_t(r) * 1000, fmt::format("round {}", r), &loss);
+      TrainSpec sp;
+      sp.images = R;
+      sp.weights = weights_for(R);
+      sp.warm = has_prev[0] ? &prev[0] : nullptr;
+      sp.tag = uint64_t(r) * 1000;
+      sp.phase = fmt::format("round {}", r);
+      sp.score = R;
+      auto outs = drv.run({sp});
+      last_model = std::move(outs[0].model);
       prev[0] = last_model;
       has_prev[0] = true;
-      loss_sum = loss;
-      last_maps = drv.score(last_model, R);
+      loss_sum = outs[0].loss;
+      last_maps = std::move(outs[0].maps);
       if (r == 1 && opt.baseline) {
         res.has_baseline = true;
         res.baseline = last_model;
@@ -370,8 +478,31 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
     const ModelSet* warm = nullptr;
     for (int k = 0; k < K && !warm; ++k)
       if (has_prev[k]) warm = &prev[k];
-    double loss = 0;
-    last_model = drv.train(R, weights_for(R), warm, 999999, "final", &loss);
+    TrainSpec sp;
+    sp.images = R;
+    sp.weights = weights_for(R);
+    sp.warm = warm;
+    sp.tag = 999999;
+    sp.phase = "final";
+    // The baseline (every image, no rejection) trains alongside when asked for.
+    std::vector<TrainSpec> specs{sp};
+    if (opt.baseline && !res.has_baseline) {
+      TrainSpec b;
+      b.images = pool;
+      b.tag = 777777;
+      b.phase = "baseline";
+      b.score = pool;
+      specs.push_back(b);
+    }
+    auto outs = drv.run(specs);
+    last_model = std::move(outs[0].model);
+    if (outs.size() > 1) {
+      res.baseline = std::move(outs[1].model);
+      std::vector<double> s;
+      res.baseline_stats = calibrate_scores(outs[1].maps, cfg.score, s);
+      res.baseline_threshold = decision_threshold(s, cfg.threshold);
+      res.has_baseline = true;
+    }
   }
   res.model = last_model;
   res.retained = R;
@@ -403,9 +534,14 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
   }
   res.flagged.assign(drv.flagged().begin(), drv.flagged().end());
   if (opt.baseline && !res.has_baseline) {
-    double loss = 0;
-    res.baseline = drv.train(pool, {}, nullptr, 777777, "baseline", &loss);
-    const TapMaps m = drv.score(res.baseline, pool);
+    TrainSpec b;
+    b.images = pool;
+    b.tag = 777777;
+    b.phase = "baseline";
+    b.score = pool;
+    auto outs = drv.run({b});
+    res.baseline = std::move(outs[0].model);
+    const TapMaps& m = outs[0].maps;
     std::vector<double> s;
     res.baseline_stats = calibrate_scores(m, cfg.score, s);
     res.baseline_threshold = decision_threshold(s, cfg.threshold);

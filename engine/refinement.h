@@ -78,6 +78,9 @@ struct RefineOptions {
   std::vector<int64_t> always_keep;  // a person's review: never rejected
   std::vector<int64_t> always_reject;  // ... excluded from the start (reported as round 0)
   bool baseline = false;
+  // CPU: detectors/taps trained side by side, each with single-threaded BLAS; usually the
+  // --threads budget. Any value above 1 gives the same results as any other.
+  int workers = 1;
   // phase ("round 2 fold 3/4 tap stride8"), step, total steps of the phase, loss.
   std::function<void(const std::string&, int64_t, int64_t, double)> progress;
 };

@@ -229,7 +229,7 @@ std::vector<float> TapTrainer::score(VecView<const float> theta, const PatchBank
   const int64_t hw = bank.hw();
   std::vector<float> out(images.size() * hw);
   // Whole images, in contiguous runs where the ids allow, capped at ~16k rows per forward.
-  const int64_t max_images = std::max<int64_t>(1, 16384 / hw);
+  const int64_t max_images = bank.max_score_images();
   std::vector<float> nll;
   size_t i = 0;
   while (i < images.size()) {

@@ -342,6 +342,7 @@ TrainResult run_train_job(const TrainJob& job, const JobProgress& progress) {
   for (int64_t i : reject)
     if (bank_of.count(i)) ro.always_reject.push_back(bank_of[i]);
   ro.baseline = job.baseline;
+  ro.workers = job.threads > 0 ? job.threads : available_cores();
   ro.progress = [&](const std::string& phase, int64_t done, int64_t total, double loss) {
     if (progress) progress(phase, done, total, loss);
   };

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
+#include <mutex>
 
 #include "engine/error.h"
 #include "engine/file_io.h"
@@ -94,15 +95,35 @@ FeatureExtractor::FeatureExtractor(const std::filesystem::path& backbone_dir, De
   if (size == 0 && probe.preprocess && probe.preprocess->crop > 0) size = int(probe.preprocess->crop);
   if (size == 0 && probe.input_shape) size = int((*probe.input_shape)[1]);
   if (size == 0) size = 224;
-  CHECK_INPUT(size >= 16 && size <= 4096, "feature extractor: image size {} out of [16, 4096]", size);
-  m_pre.resize_height = m_pre.resize_width = size;
-  if (probe.preprocess && probe.preprocess->mean && probe.preprocess->std) {
+  int height = size, width = size;
+  if (options.image_height > 0 || options.image_width > 0) {
+    CHECK_INPUT(options.image_height > 0 && options.image_width > 0,
+                "feature extractor: give both input height and width (got {} x {})",
+                options.image_height, options.image_width);
+    height = options.image_height, width = options.image_width;
+  }
+  CHECK_INPUT(height >= 16 && height <= 4096 && width >= 16 && width <= 4096,
+              "feature extractor: input size {} x {} out of [16, 4096]", height, width);
+  m_pre.resize_height = height, m_pre.resize_width = width;
+  // A backbone expects the normalisation it was trained with; a wrong one shifts every
+  // feature (the shared MobileNetV2 was 100% off with ImageNet's), so none is ever guessed.
+  const bool graph_norm = probe.preprocess && probe.preprocess->mean && probe.preprocess->std;
+  if (options.normalization) {
+    m_pre.norm = *options.normalization;
+  } else if (!options.normalize.empty()) {
+    m_pre.norm = normalization_preset(options.normalize);
+  } else {
+    CHECK_INPUT(graph_norm,
+                "feature extractor: {}/graph.json has no preprocess mean/std, and no "
+                "normalisation was given; pass the preset the backbone was trained with "
+                "(--normalize imagenet | tf_inception | efficientnet_lite | unit)",
+                backbone_dir.string());
     m_pre.norm.mean = *probe.preprocess->mean;
     m_pre.norm.std = *probe.preprocess->std;
   }
   StreamerOptions so;
   so.batch_size = options.batch_size, so.ring_slots = options.ring_slots, so.device = device;
-  m_streamer = std::make_unique<BatchStreamer>(3 * int64_t(size) * size, so, *m_pool);
+  m_streamer = std::make_unique<BatchStreamer>(3 * int64_t(height) * width, so, *m_pool);
   m_backbone = std::make_unique<Backbone>(backbone_dir, device, m_streamer->compute_stream(),
                                           options.backbone);
   for (const auto& t : options.taps) {
@@ -119,7 +140,7 @@ FeatureExtractor::FeatureExtractor(const std::filesystem::path& backbone_dir, De
     m_tap_ops.push_back(numeric ? op : m_backbone->tap(t));
     m_tap_names.push_back(numeric ? "op" + t : t);
   }
-  const TensorShape in{1, 3, size, size};
+  const TensorShape in{1, 3, height, width};
   for (const TensorShape& s : m_backbone->tap_shapes(in, m_tap_ops)) {
     CHECK_INPUT(s.rank == 4, "feature extractor: a tap must be a feature map (rank 4), got rank {}",
                 s.rank);
@@ -133,7 +154,7 @@ bool FeatureExtractor::pinned() const { return m_streamer->pinned(); }
 
 std::unique_ptr<FeatureCache> FeatureExtractor::extract(
     const std::vector<std::filesystem::path>& images,
-    const std::function<void(int64_t, int64_t)>& progress) {
+    const std::function<void(int64_t, int64_t)>& progress, std::vector<DecodeFailure>* failures) {
   CHECK_INPUT(!images.empty(), "feature extractor: no images");
   const int64_t N = int64_t(images.size()), B = m_opt.batch_size;
   auto cache = std::make_unique<FeatureCache>(m_shapes, N, m_device, m_opt.budget);
@@ -144,19 +165,29 @@ std::unique_ptr<FeatureCache> FeatureExtractor::extract(
     raw.emplace_back(B * s.numel(), m_device);
     smooth.emplace_back(B * s.numel(), m_device);
   }
-  const int size = m_pre.resize_height;
+  const int height = m_pre.resize_height, width = m_pre.resize_width;
+  const int64_t input_numel = 3 * int64_t(height) * width;
+  std::mutex failure_mutex;
   m_streamer->run(
       N,
       [&](int64_t i, float* dst) {
-        Image img = decode_image(images[i]);
-        std::vector<float> x = mirad::preprocess(img, m_pre);
-        std::copy(x.begin(), x.end(), dst);
+        try {
+          Image img = decode_image(images[i]);
+          std::vector<float> x = mirad::preprocess(img, m_pre);
+          std::copy(x.begin(), x.end(), dst);
+        } catch (const InputError& e) {
+          if (!failures) throw;
+          // Skipped and reported: zeros keep the batch shape; the caller drops the image.
+          std::fill(dst, dst + input_numel, 0.0f);
+          std::lock_guard<std::mutex> lock(failure_mutex);
+          failures->push_back({i, e.what()});
+        }
       },
       [&](int64_t first, int64_t count, const float* batch, Stream s) {
         NVTX_RANGE("features");
         std::vector<float*> outs;
         for (auto& r : raw) outs.push_back(r.data());
-        m_backbone->forward_into(batch, TensorShape{count, 3, size, size}, m_tap_ops, outs);
+        m_backbone->forward_into(batch, TensorShape{count, 3, height, width}, m_tap_ops, outs);
         for (size_t t = 0; t < m_shapes.size(); ++t) {
           const float* feats = raw[t].data();
           if (m_opt.smooth) {

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 pkgs=(cmake ninja-build g++ pkg-config libopenblas-dev libopenblas0-pthread nlohmann-json3-dev
       libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libbenchmark-dev libdnnl-dev
       libspng-dev libturbojpeg0-dev libjpeg62-turbo-dev python3 python3-numpy python3-pil
-      python3-sklearn python3-scipy ocl-icd-opencl-dev opencl-c-headers)
+      python3-sklearn python3-scipy ocl-icd-opencl-dev opencl-c-headers libssl-dev)
 # oneDNN's CMake config (dnnl-config.cmake) calls find_package(OpenCL), but libdnnl-dev only
 # *recommends* the OpenCL headers and loader, which --no-install-recommends skips.
 missing=()

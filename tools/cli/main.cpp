@@ -7,37 +7,20 @@
 #include "tools/cli/contaminate.h"
 #include "tools/cli/demo.h"
 #include "tools/cli/embed.h"
+#include "tools/cli/predict.h"
 #include "tools/cli/synth.h"
+#include "tools/cli/train.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"mirad: robust anomaly detection engine"};
   app.require_subcommand(1);
-  auto* info = app.add_subcommand("info", "Print build and device information");
-  info->callback([] {
-    std::printf("mirad 0.1.0\ncuda compiled: %s\ncuda device: %s\n",
-                mirad::cuda_compiled() ? "yes" : "no", mirad::cuda_available() ? "yes" : "no");
-  });
-  mirad::cli::DemoOptions demo;
-  auto* demo_cmd = app.add_subcommand(
-      "demo", "Run the core loop (flow training + IQR rejection rounds) on built-in synthetic "
-              "contaminated features");
-  demo_cmd->add_option("--device", demo.device, "cpu or cuda")->capture_default_str();
-  demo_cmd->add_option("--samples", demo.n_samples, "number of feature vectors")
-      ->check(CLI::Range(int64_t(50), int64_t(10000000)))->capture_default_str();
-  demo_cmd->add_option("--dim", demo.dim, "feature dimension")
-      ->check(CLI::Range(int64_t(2), int64_t(4096)))->capture_default_str();
-  demo_cmd->add_option("--contamination", demo.contamination, "contaminated fraction")
-      ->check(CLI::Range(0.0, 0.9))->capture_default_str();
-  demo_cmd->add_option("--steps", demo.steps, "Adam steps per round")
-      ->check(CLI::Range(int64_t(1), int64_t(1000000)))->capture_default_str();
-  demo_cmd->add_option("--rounds", demo.max_rounds, "maximum refinement rounds")
-      ->check(CLI::Range(1, 100))->capture_default_str();
-  demo_cmd->add_option("--iqr-k", demo.iqr_k, "k in tau = Q3 + k*IQR")
-      ->check(CLI::Range(0.0, 100.0))->capture_default_str();
-  demo_cmd->add_option("--seed", demo.seed, "random seed")->capture_default_str();
-  demo_cmd->add_flag("--json", demo.json, "machine-readable JSON on stdout, no progress bar");
   int rc = 0;
-  demo_cmd->callback([&] { rc = mirad::cli::run_demo(demo); });
+  mirad::cli::add_demo_command(app, &rc);
+  mirad::cli::add_train_command(app, &rc);
+  mirad::cli::add_clean_command(app, &rc);
+  mirad::cli::add_predict_command(app, &rc);
+  mirad::cli::add_eval_command(app, &rc);
+  mirad::cli::add_info_command(app, &rc);
   mirad::cli::EmbedOptions embed;
   mirad::cli::add_embed_command(app, embed, &rc);
   mirad::cli::add_contaminate_command(app, &rc);
