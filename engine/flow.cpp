@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/flow_core.h"
+#include "engine/quantiles.h"
 #include "kernels/flow_ops_cpu.h"
 #ifdef MIRAD_HAVE_CUDA
 #include "kernels/flow_ops_cuda.h"
@@ -445,14 +446,27 @@ void CouplingFlow<T>::init_actnorm(VecView<T> params, MatrixView<const T> x,
   mem::copy(y.data(), Device::cpu, m_impl->last_block_output(), m_device, sizeof(T) * N * D,
             m_stream);
   mem::synchronize(m_stream);
+  // Robust statistics (median and IQR / 1.349, the standard deviation of a normal sample):
+  // training data is contaminated, and a few extreme images must not set everyone's scale.
+  std::vector<double> col(N);
   for (int64_t j = 0; j < D; ++j) {
-    double mean = 0, sq = 0;
-    for (int64_t n = 0; n < N; ++n) mean += y[n * D + j];
-    mean /= N;
-    for (int64_t n = 0; n < N; ++n) sq += (y[n * D + j] - mean) * (y[n * D + j] - mean);
-    const double sd = std::sqrt(sq / N) + 1e-6;
+    int64_t m = 0;
+    for (int64_t n = 0; n < N; ++n)
+      if (std::isfinite(double(y[n * D + j]))) col[m++] = y[n * D + j];
+    double center = 0, scale = 1;
+    if (m > 0) {
+      const QuartileStats q = quartiles_cpu(col.data(), m);
+      center = q.median;
+      scale = q.iqr / 1.349;
+      if (!(scale > 1e-12)) {  // a (nearly) constant channel: fall back to the deviation
+        double sq = 0;
+        for (int64_t n = 0; n < m; ++n) sq += (col[n] - center) * (col[n] - center);
+        scale = std::sqrt(sq / double(m));
+      }
+    }
+    const double sd = scale + 1e-6;
     h[m_layout.log_scale + j] = T(-std::log(sd));
-    h[m_layout.bias + j] = T(-mean / sd);
+    h[m_layout.bias + j] = T(-center / sd);
   }
   upload(h);
   m_cache = {};

@@ -95,6 +95,15 @@ void PatchBank::init(std::vector<float> rows, const ChannelNorm& norm, Stream st
     float* x = rows.data() + r * m_c;
     for (int64_t c = 0; c < m_c; ++c) x[c] = (x[c] - m_norm.mean[c]) / m_norm.std[c];
   }
+  // FNV-1a over each image's standardised rows.
+  m_fingerprints.resize(m_n);
+  const size_t per_image = size_t(hw() * m_c) * sizeof(float);
+  for (int64_t i = 0; i < m_n; ++i) {
+    uint64_t h = 1469598103934665603ULL;
+    const auto* b = reinterpret_cast<const unsigned char*>(rows.data()) + i * per_image;
+    for (size_t k = 0; k < per_image; ++k) h = (h ^ b[k]) * 1099511628211ULL;
+    m_fingerprints[i] = h;
+  }
   m_rows = Buffer<float>::from_host(rows, m_device, stream);
   if (m_cond > 0) {
     m_posenc = positional_encoding_2d(m_cond, m_h, m_w, m_device, stream);

@@ -62,6 +62,9 @@ class PatchBank {
   // empty when cond_dim == 0. Built once, so concurrent readers are safe.
   MatrixView<const float> image_condition(int64_t count) const;
   static constexpr int64_t kScoreRows = 16384;
+  // A hash of image i's features: equal for exact duplicates, which cross-fit keeps in one
+  // fold (else a flow would vouch for an image whose copy it trained on).
+  uint64_t image_fingerprint(int64_t i) const { return m_fingerprints.at(i); }
   // Gathers the given rows (image * HW + position, validated here) into `out`.
   void gather(const std::vector<int64_t>& rows, PatchBatch& out, Stream stream = {}) const;
 
@@ -74,6 +77,7 @@ class PatchBank {
   Buffer<float> m_rows;       // [n*HW, C], standardised
   Buffer<float> m_posenc;     // [HW, cond]
   Buffer<float> m_cond_rep;  // the table repeated max_score_images() times
+  std::vector<uint64_t> m_fingerprints;
 };
 
 }  // namespace mirad

@@ -307,17 +307,28 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
   const bool cross = cfg.refine.scoring == "cross_fit";
   const bool soft = cfg.refine.soft;
   const int K = cross ? int(cfg.refine.folds) : 1;
-  // Folds: a seeded permutation of all images dealt round-robin, fixed for every round.
+  // Folds: a seeded permutation of the images dealt round-robin, fixed for every round. Exact
+  // duplicates (equal features) form one unit and share a fold.
   std::vector<int> fold_of(n_all, 0);
   if (cross) {
-    std::vector<int64_t> perm(n_all);
-    for (int64_t i = 0; i < n_all; ++i) perm[i] = i;
-    uint64_t s = mix_seed(cfg.seed, 0xf01d, 0, 0);
-    for (int64_t i = n_all - 1; i > 0; --i) {
-      s = mix_seed(s, uint64_t(i), 1, 2);
-      std::swap(perm[i], perm[int64_t(s % uint64_t(i + 1))]);
+    std::map<uint64_t, std::vector<int64_t>> groups;
+    std::vector<uint64_t> order;  // first-seen order of the fingerprints
+    for (int64_t i = 0; i < n_all; ++i) {
+      uint64_t key = 0;
+      for (const PatchBank* b : banks) key = key * 0x100000001b3ULL ^ b->image_fingerprint(i);
+      if (!groups.count(key)) order.push_back(key);
+      groups[key].push_back(i);
     }
-    for (int64_t r = 0; r < n_all; ++r) fold_of[perm[r]] = int(r % K);
+    const int64_t G = int64_t(order.size());
+    std::vector<int64_t> perm(G);
+    for (int64_t g = 0; g < G; ++g) perm[g] = g;
+    uint64_t s = mix_seed(cfg.seed, 0xf01d, 0, 0);
+    for (int64_t g = G - 1; g > 0; --g) {
+      s = mix_seed(s, uint64_t(g), 1, 2);
+      std::swap(perm[g], perm[int64_t(s % uint64_t(g + 1))]);
+    }
+    for (int64_t r = 0; r < G; ++r)
+      for (int64_t i : groups[order[perm[r]]]) fold_of[i] = int(r % K);
   }
   const int64_t n_min =
       std::max<int64_t>(2, int64_t(std::ceil(cfg.refine.min_keep * double(pool.size()) - 1e-9)));

@@ -130,27 +130,43 @@ Features load_features_file(const std::vector<fs::path>& images, const FeatureRe
   const auto hashes = parse_json_bounded(get("image_sha256"), name + ": image_sha256");
   CHECK_INPUT(listed.is_array() && hashes.is_array() && listed.size() == hashes.size(),
               "features file {}: malformed image list", name);
-  CHECK_INPUT(listed.size() == images.size(),
-              "features file {}: holds {} images, this run has {}", name, listed.size(),
-              images.size());
-  for (size_t i = 0; i < images.size(); ++i) {
-    CHECK_INPUT(listed[i].is_string() && hashes[i].is_string(),
+  // The file may hold more images than this run needs (a whole category embedded once);
+  // each needed image must be in it, with the same content.
+  std::map<std::string, int64_t> row_of;
+  for (size_t r = 0; r < listed.size(); ++r) {
+    CHECK_INPUT(listed[r].is_string() && hashes[r].is_string(),
                 "features file {}: malformed image list", name);
-    CHECK_INPUT(canonical_string(listed[i].get<std::string>()) == canonical_string(images[i]),
-                "features file {}: image {} is {}, this run's is {} (same images, same order "
-                "are needed)", name, i, printable(listed[i].get<std::string>()),
-                printable(images[i].string()));
-    CHECK_INPUT(sha256_file(images[i]) == hashes[i].get<std::string>(),
-                "features file {}: {} changed since it was embedded (sha256 differs); re-run "
-                "mirad embed", name, printable(images[i].string()));
-    if (progress) progress("checking features", int64_t(i + 1), int64_t(images.size()), NAN);
+    row_of[canonical_string(listed[r].get<std::string>())] = int64_t(r);
+  }
+  std::set<int64_t> failed_rows;
+  if (meta.count("failed")) {
+    const auto fl = parse_json_bounded(meta.at("failed"), name + ": failed");
+    CHECK_INPUT(fl.is_array(), "features file {}: malformed failed list", name);
+    for (const auto& e : fl) {
+      CHECK_INPUT(e.is_number_integer() && e.get<int64_t>() >= 0 &&
+                      e.get<int64_t>() < int64_t(listed.size()),
+                  "features file {}: malformed failed list", name);
+      failed_rows.insert(e.get<int64_t>());
+    }
   }
   const int64_t N = int64_t(images.size());
+  std::vector<int64_t> rows(N);
+  for (int64_t i = 0; i < N; ++i) {
+    auto it = row_of.find(canonical_string(images[i]));
+    CHECK_INPUT(it != row_of.end(), "features file {}: does not hold {} (embed it too)", name,
+                printable(images[i].string()));
+    rows[i] = it->second;
+    CHECK_INPUT(sha256_file(images[i]) == hashes[rows[i]].get<std::string>(),
+                "features file {}: {} changed since it was embedded (sha256 differs); re-run "
+                "mirad embed", name, printable(images[i].string()));
+    if (progress) progress("checking features", i + 1, N, NAN);
+  }
+  const int64_t total_rows = int64_t(listed.size());
   for (const auto& tn : tap_names) {
     const HostTensor& h = st.at(tn);
-    CHECK_INPUT(h.shape.size() == 4 && h.shape[0] == N,
-                "features file {}: tap {} has shape of rank {} / {} images", name, tn,
-                h.shape.size(), h.shape.empty() ? 0 : h.shape[0]);
+    CHECK_INPUT(h.shape.size() == 4 && h.shape[0] == total_rows,
+                "features file {}: tap {} has a shape of rank {} / {} images, the list {}", name,
+                tn, h.shape.size(), h.shape.empty() ? 0 : h.shape[0], total_rows);
     f.shapes.push_back({h.shape[1], h.shape[2], h.shape[3]});
   }
   f.cache = std::make_unique<FeatureCache>(f.shapes, N, Device::cpu);
@@ -158,24 +174,17 @@ Features load_features_file(const std::vector<fs::path>& images, const FeatureRe
     const HostTensor& h = st.at(tap_names[t]);
     const int64_t numel = f.shapes[t].numel();
     for (int64_t i = 0; i < N; ++i)
-      f.cache->store(i, int(t), h.data.data() + i * numel, Device::cpu);
+      f.cache->store(i, int(t), h.data.data() + rows[i] * numel, Device::cpu);
   }
-  std::vector<uint8_t> failed(N, 0);
-  if (meta.count("failed")) {
-    const auto fl = parse_json_bounded(meta.at("failed"), name + ": failed");
-    CHECK_INPUT(fl.is_array(), "features file {}: malformed failed list", name);
-    for (const auto& e : fl) {
-      CHECK_INPUT(e.is_number_integer() && e.get<int64_t>() >= 0 && e.get<int64_t>() < N,
-                  "features file {}: malformed failed list", name);
-      failed[e.get<int64_t>()] = 1;
-      f.failures.push_back({e.get<int64_t>(), "could not be decoded when embedded"});
-    }
+  for (int64_t i = 0; i < N; ++i) {
+    if (failed_rows.count(rows[i]))
+      f.failures.push_back({i, "could not be decoded when embedded"});
+    else
+      f.usable.push_back(i);
   }
   CHECK_INPUT(!req.strict || f.failures.empty(),
               "features file {}: {} images could not be decoded when embedded (--strict)", name,
               f.failures.size());
-  for (int64_t i = 0; i < N; ++i)
-    if (!failed[i]) f.usable.push_back(i);
   f.seconds = seconds_since(t0);
   return f;
 }
@@ -239,6 +248,7 @@ Features compute_features(const std::vector<fs::path>& images, const FeatureRequ
   fo.smooth = req.settings.smooth;
   fo.threads = req.threads;
   fo.normalize = req.normalize;
+  fo.budget = req.budget;
   if (req.mean && req.std) {
     Normalization n;
     n.mean = *req.mean, n.std = *req.std;

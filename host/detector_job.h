@@ -42,6 +42,7 @@ struct FeatureRequest {
   std::string normalize;       // a preset when the backbone's graph has none
   std::optional<std::array<double, 3>> mean, std;  // explicit normalisation (a model's)
   std::string expected_weights_sha256;              // a model's backbone identity
+  CacheBudget budget;                               // where the feature cache may live
 };
 
 struct Features {

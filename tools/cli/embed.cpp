@@ -3,6 +3,7 @@
 #include "tools/cli/embed.h"
 
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -13,6 +14,8 @@
 #include "engine/file_io.h"
 #include "engine/json_io.h"
 #include "engine/safetensors.h"
+#include "engine/sha256.h"
+#include "host/detector_job.h"
 #include "host/feature_extractor.h"
 #include "tools/cli/cli_checks.h"
 #include "tools/cli/progress.h"
@@ -37,9 +40,16 @@ void add_embed_command(CLI::App& app, EmbedOptions& opt, int* rc) {
   cmd->add_option("--batch", opt.batch, "images per backbone batch")
       ->check(IntegerRange(1, 4096))
       ->capture_default_str();
-  cmd->add_option("--size", opt.size, "square input size (0 = the backbone's own)")
-      ->check(IntegerRange(0, 4096))
+  cmd->add_option("--size", opt.size,
+                  "input size: N = short side N with the images' aspect ratio (as train uses), "
+                  "or HxW")
+      ->check(NonEmpty())
       ->capture_default_str();
+  cmd->add_option("--normalize", opt.normalize,
+                  "normalisation preset when the backbone's graph has none")
+      ->check(CLI::IsMember({"imagenet", "tf_inception", "efficientnet_lite", "unit"}));
+  cmd->add_flag("--strict", opt.strict, "an undecodable image stops the run (default: skipped, "
+                                        "listed in the file's metadata)");
   cmd->add_flag("--no-smooth", opt.no_smooth, "skip the 3x3 average smoothing of each tap");
   cmd->add_option("--host-budget-mb", opt.host_budget_mb,
                   "host memory for the feature cache before spilling to a mapped file (0 = auto)")
@@ -51,20 +61,40 @@ void add_embed_command(CLI::App& app, EmbedOptions& opt, int* rc) {
   cmd->callback([&opt, rc] { *rc = run_embed(opt); });
 }
 
+namespace {
+
+// "--size N": short side N, the long side from the images' most common aspect ratio (what
+// train/clean/predict do, so the file can be reused by them); "--size HxW": exactly that.
+InputSize parse_size(const std::string& text, const std::vector<std::filesystem::path>& images) {
+  const auto x = text.find('x');
+  auto number = [&](const std::string& t) {
+    int v = 0;
+    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+    CHECK_INPUT(!t.empty() && ec == std::errc() && end == t.data() + t.size() && v >= 16 &&
+                    v <= 4096,
+                "--size {}: expected N (short side) or HxW, each in [16, 4096]", printable(text));
+    return v;
+  };
+  if (x == std::string::npos) return choose_input_size(images, number(text));
+  return {number(text.substr(0, x)), number(text.substr(x + 1))};
+}
+
+}  // namespace
+
 int run_embed(const EmbedOptions& opt) {
   const auto t0 = std::chrono::steady_clock::now();
   const Device dev = parse_device(opt.device);
-  FeatureExtractorOptions fo;
-  fo.taps.clear();
+  FeatureRequest req;
+  req.settings.taps.clear();
   std::stringstream ss(opt.taps);
   std::set<std::string> seen;
   for (std::string t; std::getline(ss, t, ',');) {
     if (t.empty()) continue;
     // One tensor per tap name: a repeat would be computed twice and written once.
     CHECK_INPUT(seen.insert(t).second, "--taps: '{}' is listed twice", printable(t));
-    fo.taps.push_back(t);
+    req.settings.taps.push_back(t);
   }
-  CHECK_INPUT(!fo.taps.empty(), "--taps: no tap given");
+  CHECK_INPUT(!req.settings.taps.empty(), "--taps: no tap given");
   const auto backbone_dir = resolve_backbone(opt.backbone);
   std::vector<std::filesystem::path> inputs(opt.inputs.begin(), opt.inputs.end());
   const auto images = collect_images(inputs);
@@ -77,27 +107,36 @@ int run_embed(const EmbedOptions& opt) {
   require_utf8_path(opt.out, "--out");
   require_utf8_path(backbone_dir, "--backbone");
   for (const auto& p : images) require_utf8_path(p, "embed");
-  fo.batch_size = opt.batch;
-  fo.image_size = opt.size;
-  fo.smooth = !opt.no_smooth;
-  fo.budget.host_bytes = uint64_t(opt.host_budget_mb) << 20;
-  fo.budget.device_bytes = uint64_t(opt.device_budget_mb) << 20;
-  FeatureExtractor fx(backbone_dir, dev, fo);
-  // Two spellings can name one tensor ("20" is written as "op20").
-  for (std::size_t a = 0; a < fx.tap_names().size(); ++a)
-    for (std::size_t b = a + 1; b < fx.tap_names().size(); ++b)
-      CHECK_INPUT(fx.tap_names()[a] != fx.tap_names()[b],
-                  "--taps: '{}' and '{}' are the same tap ({})", fo.taps[a], fo.taps[b],
-                  fx.tap_names()[a]);
+  req.settings.backbone = backbone_dir.string();
+  req.settings.batch = opt.batch;
+  req.settings.smooth = !opt.no_smooth;
+  req.size = parse_size(opt.size, images);
+  req.settings.short_side = std::min(req.size.height, req.size.width);
+  req.device = dev;
+  req.strict = opt.strict;
+  req.normalize = opt.normalize;
+  req.budget.host_bytes = uint64_t(opt.host_budget_mb) << 20;
+  req.budget.device_bytes = uint64_t(opt.device_budget_mb) << 20;
+  // Content hashes let a later run refuse this file once an image has changed.
+  std::vector<std::string> hashes;
+  for (const auto& p : images) hashes.push_back(sha256_file(p));
   Progress bar("embedding", int64_t(images.size()), !opt.json);
-  auto cache = fx.extract(images, [&](int64_t done, int64_t) { bar.update(done); });
+  Features f = compute_features(images, req, [&](const std::string&, int64_t done, int64_t, double) {
+    bar.update(done);
+  });
+  for (std::size_t a = 0; a < f.tap_names.size(); ++a)
+    for (std::size_t b = a + 1; b < f.tap_names.size(); ++b)
+      CHECK_INPUT(f.tap_names[a] != f.tap_names[b],
+                  "--taps: '{}' and '{}' are the same tap ({})", req.settings.taps[a],
+                  req.settings.taps[b], f.tap_names[a]);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const FeatureCache* cache = f.cache.get();
 
   std::map<std::string, HostTensor> tensors;
   nlohmann::json taps_json = nlohmann::json::object();
   const int64_t N = int64_t(images.size());
-  for (size_t t = 0; t < fx.tap_shapes().size(); ++t) {
-    const auto& s = fx.tap_shapes()[t];
+  for (size_t t = 0; t < f.shapes.size(); ++t) {
+    const auto& s = f.shapes[t];
     HostTensor h;
     h.shape = {N, s.channels, s.height, s.width};
     h.data.resize(size_t(N) * s.numel());
@@ -106,44 +145,41 @@ int run_embed(const EmbedOptions& opt) {
       for (int64_t i = 0; i < N; ++i) all[i] = i;
       return all;
     }(), int(t), h.data.data(), Device::cpu);
-    tensors[fx.tap_names()[t]] = std::move(h);
-    taps_json[fx.tap_names()[t]] = {{"op", fx.tap_ops()[t]},
-                                    {"shape", {s.channels, s.height, s.width}}};
+    tensors[f.tap_names[t]] = std::move(h);
+    taps_json[f.tap_names[t]] = {{"op", f.tap_ops[t]}, {"shape", {s.channels, s.height, s.width}}};
   }
   mem::synchronize({});
-  nlohmann::json paths = nlohmann::json::array();
-  for (const auto& p : images) paths.push_back(p.string());
-  const std::map<std::string, std::string> meta = {
-      {"format", "mirad-features"},
-      {"version", "1"},
-      {"backbone", backbone_dir.string()},
-      {"backbone_name", fx.backbone().graph().model_name},
-      {"taps", taps_json.dump()},
-      {"smoothing", fo.smooth ? "avg3x3" : "none"},
-      {"input_size", std::to_string(fx.preprocess().resize_height)},
-      {"images", paths.dump()}};
+  auto meta = features_metadata(f, images, hashes);
+  meta["taps"] = taps_json.dump();
   save_safetensors(opt.out, tensors, meta);
+  nlohmann::json failed = nlohmann::json::array();
+  for (const auto& e : f.failures)
+    failed.push_back({{"path", images[e.index].string()}, {"error", e.message}});
   if (opt.json) {
     nlohmann::json out = {{"command", "embed"},
                           {"images", N},
+                          {"failed", failed},
                           {"out", opt.out},
                           {"device", device_name(dev)},
                           {"backbone", backbone_dir.string()},
+                          {"input_size", {req.size.height, req.size.width}},
                           {"taps", taps_json},
                           {"cache_tier", cache_tier_name(cache->tier())},
-                          {"pinned_ring", fx.pinned()},
                           {"seconds", secs},
                           {"images_per_second", N / secs}};
     std::printf("%s\n", out.dump(2).c_str());
   } else {
-    std::printf("embedded %lld images in %.2f s (%.1f images/s) on %s -> %s\n", (long long)N,
-                secs, N / secs, device_name(dev), opt.out.c_str());
-    for (size_t t = 0; t < fx.tap_shapes().size(); ++t) {
-      const auto& s = fx.tap_shapes()[t];
-      std::printf("  %s (op %d): %lld x %lld x %lld\n", fx.tap_names()[t].c_str(),
-                  fx.tap_ops()[t], (long long)s.channels, (long long)s.height,
-                  (long long)s.width);
+    std::printf("embedded %lld images at %d x %d in %.2f s (%.1f images/s) on %s -> %s\n",
+                (long long)N, req.size.height, req.size.width, secs, N / secs, device_name(dev),
+                opt.out.c_str());
+    for (size_t t = 0; t < f.shapes.size(); ++t) {
+      const auto& s = f.shapes[t];
+      std::printf("  %s (op %d): %lld x %lld x %lld\n", f.tap_names[t].c_str(), f.tap_ops[t],
+                  (long long)s.channels, (long long)s.height, (long long)s.width);
     }
+    for (const auto& e : f.failures)
+      std::printf("  skipped (cannot decode): %s: %s\n", printable(images[e.index].string()).c_str(),
+                  e.message.c_str());
   }
   return 0;
 }

@@ -18,7 +18,9 @@ struct EmbedOptions {
   std::string taps = "stride8,stride16";
   std::string device = "cpu";
   int64_t batch = 16;
-  int size = 0;
+  std::string size = "256";
+  std::string normalize;
+  bool strict = false;
   bool no_smooth = false;
   int64_t host_budget_mb = 0;
   int64_t device_budget_mb = 0;

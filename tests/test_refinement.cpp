@@ -1,0 +1,209 @@
+// Refinement on synthetic feature banks: contaminants with a local defect are rejected; an
+// outlier planted twice is caught by cross-fit but vouched for in-sample; non-finite scores are
+// rejected and reported, also above 25%; min_keep; soft weights; identical results for any
+// worker count and run to run.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <set>
+
+#include "engine/refinement.h"
+#include "host/episode_scheduler.h"
+
+using namespace mirad;
+
+namespace {
+
+constexpr int64_t C = 4, H = 4, W = 4, HW = H * W;
+
+// Normal image: x[p, c] = sin(0.7 p + c) + 0.3 noise. A defective one adds `bump` to a 2x2
+// corner (a local defect: 4 of 16 positions).
+std::vector<float> make_rows(int64_t n_good, const std::vector<float>& bumps, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd;
+  std::vector<float> rows;
+  const int64_t n = n_good + int64_t(bumps.size());
+  for (int64_t i = 0; i < n; ++i) {
+    const float bump = i < n_good ? 0.0f : bumps[i - n_good];
+    for (int64_t p = 0; p < HW; ++p)
+      for (int64_t c = 0; c < C; ++c) {
+        const bool corner = (p / W) < 2 && (p % W) < 2;
+        rows.push_back(std::sin(0.7f * p + c) + 0.3f * nd(rng) + (corner ? bump : 0.0f));
+      }
+  }
+  return rows;
+}
+
+DetectorConfig small_config() {
+  DetectorConfig c;
+  c.flow.n_blocks = 3;
+  c.flow.cond_dim = 8;
+  c.train.mode = "plain";
+  c.train.budget = 200;
+  c.train.support = 6;
+  c.train.positions = 0;
+  c.train.meta_lr = 3e-3;
+  c.refine.scoring = "in_sample";
+  c.refine.folds = 3;
+  c.score.top_fraction = 0.25;  // 4 of 16 cells: the size of the defect
+  return c;
+}
+
+RefinementResult run(const PatchBank& bank, const DetectorConfig& cfg, int workers = 1) {
+  RefineOptions o;
+  o.workers = workers;
+  return refine({&bank}, cfg, EpisodeScheduler::factory(), Device::cpu, o);
+}
+
+std::set<int64_t> rejected_set(const RefinementResult& r) {
+  std::set<int64_t> s;
+  for (const auto& x : r.rejected) s.insert(x.image);
+  return s;
+}
+
+}  // namespace
+
+TEST(Refinement, RejectsMostContaminantsInSampleAndCrossFit) {
+  const int64_t n_good = 40;
+  const std::vector<float> bumps(8, 2.5f);
+  PatchBank bank(make_rows(n_good, bumps, 1), n_good + 8, C, H, W, 8, Device::cpu);
+  for (const char* scoring : {"in_sample", "cross_fit"}) {
+    DetectorConfig cfg = small_config();
+    cfg.refine.scoring = scoring;
+    const auto r = run(bank, cfg);
+    int tp = 0, fp = 0;
+    for (int64_t i : rejected_set(r)) (i >= n_good ? tp : fp) += 1;
+    std::printf("%s: %zu rounds (%s), rejected %d of 8 contaminants and %d good images\n",
+                scoring, r.rounds.size(), r.stop_reason.c_str(), tp, fp);
+    EXPECT_GE(tp, 7) << scoring;
+    // Q3 + 1.5 IQR rejects a few percent of good images each round (DESIGN.md's pitfall).
+    EXPECT_LE(fp, n_good / 10) << scoring;
+    EXPECT_EQ(r.retained.size() + r.rejected.size(), size_t(n_good + 8));
+    // The shipped statistics and threshold come from the retained images only.
+    EXPECT_EQ(r.calibration_images, r.retained);
+    EXPECT_TRUE(std::isfinite(r.threshold));
+  }
+}
+
+// An outlier planted twice: in-sample, the flow trains on both copies and scores them like
+// normal images; cross-fit keeps exact duplicates in one fold, so the model scoring the
+// outlier never saw it.
+TEST(Refinement, PlantedDuplicateScoresHighCrossFitAndLowInSample) {
+  const int64_t n_good = 30;
+  auto rows = make_rows(n_good, {}, 2);
+  // One outlier: every position shifted, a mode of its own the flow can memorise.
+  std::mt19937_64 rng(7);
+  std::normal_distribution<float> nd;
+  std::vector<float> outlier;
+  for (int64_t p = 0; p < HW; ++p)
+    for (int64_t c = 0; c < C; ++c)
+      outlier.push_back(std::sin(0.7f * p + c) + 0.3f * nd(rng) + (c % 2 ? 1.0f : -1.0f));
+  rows.insert(rows.end(), outlier.begin(), outlier.end());
+  rows.insert(rows.end(), outlier.begin(), outlier.end());
+  const int64_t n = n_good + 2;
+  PatchBank bank(rows, n, C, H, W, 8, Device::cpu);
+  EXPECT_EQ(bank.image_fingerprint(n - 1), bank.image_fingerprint(n - 2));
+  DetectorConfig cfg = small_config();
+  cfg.refine.max_rounds = 1;
+  // A flow with room and steps enough to fit the outlier's mode when it trains on it.
+  cfg.train.budget = 6000;
+  cfg.train.meta_lr = 1e-2;
+  cfg.flow.hidden_factor = 8;
+  auto rank_of_outlier = [&](const RoundRecord& rec) {
+    const size_t j = std::find(rec.scored.begin(), rec.scored.end(), n - 1) - rec.scored.begin();
+    int rank = 0;
+    for (double s : rec.scores) rank += s > rec.scores[j];
+    return std::make_pair(rec.scores[j], rank);
+  };
+  cfg.refine.scoring = "in_sample";
+  const auto in = run(bank, cfg);
+  cfg.refine.scoring = "cross_fit";
+  const auto cf = run(bank, cfg);
+  const auto [s_in, rank_in] = rank_of_outlier(in.rounds[0]);
+  const auto [s_cf, rank_cf] = rank_of_outlier(cf.rounds[0]);
+  std::printf("outlier: in-sample score %.2f (rank %d, tau %.2f), cross-fit score %.2f (rank %d, "
+              "tau %.2f)\n", s_in, rank_in, in.rounds[0].tau, s_cf, rank_cf, cf.rounds[0].tau);
+  // Cross-fit: the two copies are the most anomalous images and are rejected.
+  EXPECT_LE(rank_cf, 1);
+  EXPECT_GT(s_cf, cf.rounds[0].tau);
+  // In-sample: the flow vouches for them: below the rejection threshold.
+  EXPECT_LT(s_in, in.rounds[0].tau);
+}
+
+TEST(Refinement, NonFiniteScoresAreRejectedAndReportedEvenAboveAQuarter) {
+  const int64_t n_good = 14, n_bad = 6;  // 30% of the images overflow the NLL
+  auto rows = make_rows(n_good + n_bad, {}, 3);
+  for (int64_t i = n_good; i < n_good + n_bad; ++i) rows[(i * HW + 5) * C + 1] = 3e19f;
+  ChannelNorm unit{std::vector<float>(C, 0.0f), std::vector<float>(C, 1.0f)};
+  PatchBank bank(rows, n_good + n_bad, C, H, W, 8, Device::cpu, unit);
+  DetectorConfig cfg = small_config();
+  const auto r = run(bank, cfg);
+  ASSERT_FALSE(r.rounds.empty());
+  EXPECT_EQ(r.rounds[0].nonfinite, n_bad);
+  const auto rej = rejected_set(r);
+  for (int64_t i = n_good; i < n_good + n_bad; ++i) {
+    EXPECT_TRUE(rej.count(i)) << "overflowing image " << i << " not rejected";
+    const auto it = std::find_if(r.rejected.begin(), r.rejected.end(),
+                                 [&](const Rejection& x) { return x.image == i; });
+    EXPECT_EQ(it->round, 1);
+    EXPECT_TRUE(std::isinf(it->score));
+  }
+  // Training masked their rows instead of stopping, and named them.
+  EXPECT_EQ(std::set<int64_t>(r.flagged.begin(), r.flagged.end()).size(), size_t(n_bad));
+  EXPECT_TRUE(std::isfinite(r.threshold));
+}
+
+TEST(Refinement, MinKeepStopsRejectionAndSaysSo) {
+  const int64_t n_good = 20;
+  PatchBank bank(make_rows(n_good, std::vector<float>(5, 3.0f), 4), n_good + 5, C, H, W, 8,
+                 Device::cpu);
+  DetectorConfig cfg = small_config();
+  cfg.refine.min_keep = 0.92;  // at most 2 of 25 may go (ceil(0.92 * 25) = 23 kept)
+  const auto r = run(bank, cfg);
+  EXPECT_EQ(r.stop_reason, "min_keep");
+  EXPECT_EQ(r.retained.size(), 23u);
+  EXPECT_TRUE(r.rounds.back().min_keep_reached);
+  // The two that went are the two highest scores of that round.
+  const auto& rec = r.rounds.back();
+  std::vector<double> sorted = rec.scores;
+  std::sort(sorted.rbegin(), sorted.rend());
+  for (const auto& x : r.rejected) EXPECT_GE(x.score, sorted[1]);
+}
+
+TEST(Refinement, SoftModeDownWeightsContaminantsAndListsThem) {
+  const int64_t n_good = 30;
+  PatchBank bank(make_rows(n_good, std::vector<float>(5, 2.5f), 5), n_good + 5, C, H, W, 8,
+                 Device::cpu);
+  DetectorConfig cfg = small_config();
+  cfg.refine.soft = true;
+  const auto r = run(bank, cfg);
+  // Nothing is dropped; the down-weighted images are listed with weights in (0, 1).
+  EXPECT_EQ(r.retained.size(), size_t(n_good + 5));
+  int tp = 0;
+  for (const auto& x : r.rejected) {
+    EXPECT_GT(x.weight, -1e-12);
+    EXPECT_LT(x.weight, 1.0);
+    tp += x.image >= n_good;
+  }
+  EXPECT_GE(tp, 4);
+  for (const auto& rec : r.rounds) EXPECT_EQ(rec.weights.size(), rec.scored.size());
+}
+
+TEST(Refinement, SameResultsForAnyWorkerCountAndRunToRun) {
+  const int64_t n_good = 24;
+  PatchBank bank(make_rows(n_good, std::vector<float>(4, 2.5f), 6), n_good + 4, C, H, W, 8,
+                 Device::cpu);
+  DetectorConfig cfg = small_config();
+  cfg.refine.scoring = "cross_fit";
+  cfg.train.mode = "maml";
+  cfg.train.budget = 120;
+  cfg.train.support = 3, cfg.train.query = 3, cfg.train.meta_batch = 2, cfg.train.n_final = 5;
+  const auto a = run(bank, cfg, 2), b = run(bank, cfg, 2), c = run(bank, cfg, 3);
+  EXPECT_EQ(a.model.taps[0].theta, b.model.taps[0].theta);
+  EXPECT_EQ(a.model.taps[0].theta, c.model.taps[0].theta);
+  ASSERT_EQ(a.rounds.size(), c.rounds.size());
+  for (size_t i = 0; i < a.rounds.size(); ++i) EXPECT_EQ(a.rounds[i].scores, c.rounds[i].scores);
+  EXPECT_EQ(a.calibration_scores, c.calibration_scores);
+}
