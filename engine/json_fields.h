@@ -39,10 +39,12 @@ class JsonFields {
     if (!m_j.contains(key)) return;
     const auto& v = m_j.at(key);
     // nlohmann converts 16.9 to 16 and -1 to 2^64-1 without a word.
-    const bool ok = std::is_unsigned_v<I> ? v.is_number_unsigned()
-                                          : (v.is_number_integer() && !v.is_number_unsigned()) ||
-                                                (v.is_number_unsigned() &&
-                                                 v.get<uint64_t>() <= uint64_t(INT64_MAX));
+    // Parsed text gives unsigned for non-negative literals; built JSON may hold a signed 5.
+    const bool ok =
+        std::is_unsigned_v<I>
+            ? v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0)
+            : (v.is_number_integer() && !v.is_number_unsigned()) ||
+                  (v.is_number_unsigned() && v.get<uint64_t>() <= uint64_t(INT64_MAX));
     CHECK_INPUT(ok, "{}.{} must be an integer in [{}, {}] (got {})", m_where, key, lo, hi,
                 short_dump(v));
     const I x = v.get<I>();

@@ -34,7 +34,8 @@ namespace {
 struct DemoOptions {
   std::string device = "cpu", category = "wood", keep;
   double contamination = 0.1;
-  int64_t n_train = 80;
+  int64_t n_train = 80, size = 256;
+  bool procedural = false;
   uint64_t seed = 0;
   int threads = 0;
   bool json = false;
@@ -77,6 +78,8 @@ int run_demo(const DemoOptions& o) {
   so.n_test_good = 20;
   so.n_test_defect = 6;
   so.seed = o.seed;
+  so.size = int(o.size);
+  so.procedural = o.procedural;
   ThreadPool pool(cores);
   const auto summary = synth::generate(so, pool, [&](int64_t done, int64_t total, const std::string&) {
     progress("generating images", done, total, NAN);
@@ -96,6 +99,7 @@ int run_demo(const DemoOptions& o) {
   for (const Item& it : data.train) job.images.push_back(it.path);
   job.config.device = o.device;
   job.config.seed = o.seed;
+  job.config.features.short_side = o.size;
   job.threads = cores;
   job.baseline = true;
   const TrainResult tr = run_train_job(job, progress);
@@ -121,6 +125,7 @@ int run_demo(const DemoOptions& o) {
         {"command", "demo"},
         {"category", cat.name},
         {"procedural", cat.procedural},
+        {"size", o.size},
         {"train_images", data.train.size()},
         {"contaminated", bad.size()},
         {"rejected", rejected},
@@ -178,6 +183,10 @@ void add_demo_command(CLI::App& app, int* rc) {
   cmd->add_option("--train", o->n_train, "good training images generated")
       ->check(IntegerRange(10, 10000))->capture_default_str();
   cmd->add_option("--seed", o->seed, "random seed")->check(Unsigned64())->capture_default_str();
+  cmd->add_option("--size", o->size, "image size of the generated category (px)")
+      ->check(IntegerRange(64, 1024))->capture_default_str();
+  cmd->add_flag("--procedural", o->procedural, "procedural textures even when real ones are "
+                                               "fetched");
   cmd->add_option("--threads", o->threads, "thread budget (0 = every core)")
       ->check(IntegerRange(0, 4096));
   cmd->add_option("--keep", o->keep, "generate the data into this folder and keep it")

@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""The product end to end through the `mirad` CLI, on generated data (procedural textures, so
+it runs offline): the demo's refinement at 20% contamination for three seeds, the clean /
+train / embed / predict / eval / info commands and their outputs, scoring independent of the
+batch, inputs never modified, and bad input. Needs the default backbone (tools/setup.sh
+converts it); exits 77 (skipped) without it.
+Usage: test_end_to_end.py MIRAD [--only NAME]
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+MIRAD = sys.argv[1]
+FAST = ["--set", "train.budget=48", "--set", "refine.folds=3"]
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+def mirad(*args, ok=True):
+    p = subprocess.run([MIRAD, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True)
+    if ok and p.returncode != 0:
+        raise RuntimeError(f"mirad {' '.join(map(str, args))} failed ({p.returncode}): {p.stderr}")
+    return p
+
+
+def tree_hash(root):
+    h = hashlib.sha256()
+    for d, _, files in sorted(os.walk(root)):
+        for f in sorted(files):
+            p = os.path.join(d, f)
+            h.update(p.encode())
+            h.update(open(p, "rb").read())
+            h.update(str(os.stat(p).st_mtime_ns).encode())
+    return h.hexdigest()
+
+
+def demo_refinement():
+    """At 20% contamination refinement rejects most contaminants and the refined detector
+    beats the one trained on everything, for each of three seeds."""
+    for seed in (0, 1, 2):
+        d = json.loads(mirad("demo", "--procedural", "--contamination", 0.2, "--train", 50,
+                             "--size", 128, "--seed", seed, "--json").stdout)
+        n_bad, hit, n_rej = d["contaminated"], d["rejected_truly_defective"], len(d["rejected"])
+        before, after = d["before"]["image_auroc"], d["after"]["image_auroc"]
+        print(f"seed {seed}: {hit}/{n_bad} contaminants rejected, {n_rej - hit} good images "
+              f"rejected; image AUROC {before:.4f} -> {after:.4f}; {d['seconds']:.0f} s")
+        check(hit >= 0.6 * n_bad, f"seed {seed}: most contaminants rejected ({hit}/{n_bad})")
+        check(n_rej - hit <= 0.25 * (50), f"seed {seed}: few good images rejected ({n_rej - hit})")
+        check(after >= before, f"seed {seed}: refinement does not lose AUROC ({before:.4f} -> {after:.4f})")
+
+
+def product(tmp):
+    data = os.path.join(tmp, "synth")
+    mirad("synth", "--out", data, "--categories", "wood", "--procedural", "--train", 24,
+          "--test-good", 6, "--test-defect", 2, "--size", 128, "--seed", 3)
+    cat = os.path.join(data, "wood")
+    manifest = os.path.join(tmp, "r20.json")
+    mirad("contaminate", cat, "--ratio", 0.2, "--seed", 1, "--manifest", manifest)
+    before = tree_hash(cat)
+
+    # clean: outputs, evidence, export; the dataset is untouched.
+    out = os.path.join(tmp, "cleaned")
+    kept = os.path.join(tmp, "kept")
+    c = json.loads(mirad("clean", "--data", cat, "--contamination", manifest, "--out", out,
+                         "--export", kept, "--json", *FAST).stdout)
+    check(os.path.exists(os.path.join(out, "clean.json")) and
+          os.path.exists(os.path.join(out, "rejected.csv")), "clean writes clean.json and rejected.csv")
+    rows = open(os.path.join(out, "rejected.csv")).read().splitlines()
+    check(rows[0] == "path,score,round,threshold" and len(rows) == 1 + len(c["rejected"]),
+          "rejected.csv lists every rejected image")
+    heat = [r for r in c["rejected"] if "heatmap" in r]
+    check(len(heat) == len(c["rejected"]) and all(os.path.exists(os.path.join(out, r["heatmap"])) for r in heat),
+          "every rejected image has a heatmap")
+    n_kept = sum(len(f) for _, _, f in os.walk(kept))
+    check(n_kept == c["retained"], f"--export copies the kept images ({n_kept} of {c['retained']})")
+    check(c["cleaning"]["contaminated"] == 4, "the manifest's 4 contaminants are known to clean")
+    check(tree_hash(cat) == before, "clean leaves the dataset untouched")
+    model = os.path.join(out, "model")
+    info = json.loads(mirad("info", model, "--json").stdout)
+    check(info["backbone_sha256"] and len(info["taps"]) == 2, "info reads the model")
+
+    # A saved feature file gives the same model as computing the features.
+    feats = os.path.join(tmp, "feats.safetensors")
+    mirad("embed", os.path.join(cat, "train"), os.path.join(cat, "test"), "--out", feats)
+    m1, m2 = os.path.join(tmp, "m1"), os.path.join(tmp, "m2")
+    mirad("train", "--data", cat, "--contamination", manifest, "--out", m1, *FAST)
+    mirad("train", "--data", cat, "--contamination", manifest, "--features", feats, "--out", m2, *FAST)
+    f1 = open(os.path.join(m1, "flow.safetensors"), "rb").read()
+    f2 = open(os.path.join(m2, "flow.safetensors"), "rb").read()
+    check(f1 == f2, "train with --features gives the identical model")
+    # A changed image makes the feature file stale: refused, not used.
+    stale_cat = os.path.join(tmp, "stale")
+    shutil.copytree(cat, stale_cat)
+    stale_feats = os.path.join(tmp, "stale.safetensors")
+    mirad("embed", os.path.join(stale_cat, "train"), "--out", stale_feats)
+    victim = sorted(os.listdir(os.path.join(stale_cat, "train", "good")))[0]
+    shutil.copy(os.path.join(cat, "test", "good", sorted(os.listdir(os.path.join(cat, "test", "good")))[0]),
+                os.path.join(stale_cat, "train", "good", victim))
+    p = mirad("train", "--data", stale_cat, "--features", stale_feats, "--out", os.path.join(tmp, "m3"), *FAST, ok=False)
+    check(p.returncode == 2 and "changed since it was embedded" in p.stderr, "a stale feature file is refused")
+
+    # predict: an image scored alone and among all test images gets the same score and map.
+    test_imgs = sorted(os.path.join(r, f) for r, _, fs in os.walk(os.path.join(cat, "test")) for f in fs)
+    one = test_imgs[len(test_imgs) // 2]
+    pa, pb = os.path.join(tmp, "pa"), os.path.join(tmp, "pb")
+    a = json.loads(mirad("predict", "--model", m1, one, "--out", pa, "--json").stdout)
+    b = json.loads(mirad("predict", "--model", m1, os.path.join(cat, "test"), "--out", pb, "--json").stdout)
+    sa = a["predictions"][0]
+    sb = [x for x in b["predictions"] if os.path.samefile(x["path"], one)][0]
+    check(sa["score"] == sb["score"], f"score alone == score in a batch of {len(test_imgs)} ({sa['score']} vs {sb['score']})")
+    ha = open(os.path.join(pa, sa["heatmap"]), "rb").read()
+    hb = open(os.path.join(pb, sb["heatmap"]), "rb").read()
+    check(ha == hb, "map alone == map in a batch")
+    check(os.path.exists(os.path.join(pb, "predictions.csv")), "predict writes predictions.csv")
+
+    # eval: metrics with the resolution they were computed at.
+    e = json.loads(mirad("eval", "--model", m1, "--data", cat, "--contamination", manifest, "--json").stdout)
+    t = e["test"]
+    check(all(k in t for k in ("image_auroc", "pixel_auroc", "aupro", "f1_max", "good_fpr_at_threshold")),
+          "eval reports image/pixel AUROC, AUPRO, F1, FPR at threshold")
+    check(t["eval_resolution"] == "mask" and 0.5 < t["image_auroc"] <= 1.0, f"eval numbers are sane (AUROC {t['image_auroc']})")
+    check(tree_hash(cat) == before, "no command modified the dataset")
+    return cat, manifest, m1
+
+
+def bad_input(tmp, cat, manifest, model):
+    def refused(args, fragment, what):
+        p = mirad(*args, ok=False)
+        check(p.returncode == 2 and fragment in p.stderr, f"{what}: exit {p.returncode}, '{p.stderr.strip()[:120]}'")
+
+    refused(["train", "--data", os.path.join(tmp, "nope"), "--out", os.path.join(tmp, "x")],
+            "no such file", "missing data folder")
+    empty = os.path.join(tmp, "empty")
+    os.makedirs(empty)
+    refused(["clean", "--data", empty, "--out", os.path.join(tmp, "y")], "no images", "empty training set")
+    refused(["train", "--data", cat, "--set", "train.budgte=5", "--out", os.path.join(tmp, "z")],
+            "unknown key 'budgte'", "unknown config key")
+    refused(["train", "--data", cat, "--set", "train.inner_lr=nan", "--out", os.path.join(tmp, "z")],
+            "inner_lr", "NaN config value")
+    refused(["train", "--data", cat, "--out", os.path.join(cat, "model")], "input", "output inside the dataset")
+    # A corrupt image in the middle of the set: skipped and reported; --strict fails.
+    broken = os.path.join(tmp, "broken")
+    shutil.copytree(os.path.join(cat, "train", "good"), os.path.join(broken, "good"))
+    victim = os.path.join(broken, "good", sorted(os.listdir(os.path.join(broken, "good")))[10])
+    open(victim, "r+b").truncate(200)
+    c = json.loads(mirad("clean", "--data", broken, "--out", os.path.join(tmp, "cb"), "--json", *FAST).stdout)
+    check(len(c["skipped"]) == 1 and os.path.samefile(c["skipped"][0]["path"], victim),
+          "a corrupt image is skipped and reported")
+    refused(["clean", "--data", broken, "--strict", "--out", os.path.join(tmp, "cs"), *FAST],
+            os.path.basename(victim), "--strict fails on the corrupt image, naming it")
+    # Every image rejected by review: a clear error.
+    lst = os.path.join(tmp, "all.txt")
+    open(lst, "w").write("\n".join(os.path.join(cat, "train", "good", f) for f in os.listdir(os.path.join(cat, "train", "good"))))
+    refused(["train", "--data", cat, "--reject", lst, "--out", os.path.join(tmp, "r")],
+            "training images left", "every image rejected")
+    # A model folder whose files do not belong together.
+    bad_model = os.path.join(tmp, "badmodel")
+    shutil.copytree(model, bad_model)
+    cfg = json.load(open(os.path.join(bad_model, "config.json")))
+    cfg["taps"][0]["channels"] += 1
+    json.dump(cfg, open(os.path.join(bad_model, "config.json"), "w"))
+    refused(["eval", "--model", bad_model, "--data", cat], "channels", "model/config mismatch")
+    cfg["taps"][0]["channels"] -= 1
+    cfg["backbone"]["weights_sha256"] = "0" * 64
+    json.dump(cfg, open(os.path.join(bad_model, "config.json"), "w"))
+    refused(["predict", "--model", bad_model, os.path.join(cat, "test")], "sha256", "other backbone weights")
+
+
+def main():
+    models = os.environ.get("MIRAD_MODELS", os.path.expanduser("~/.cache/mirad/models"))
+    if not os.path.exists(os.path.join(models, "efficientnet_lite0", "weights.safetensors")):
+        print("SKIP: the default backbone is not converted (run tools/setup.sh with network)")
+        return 77
+    only = sys.argv[3] if len(sys.argv) > 3 and sys.argv[2] == "--only" else None
+    with tempfile.TemporaryDirectory() as tmp:
+        if only in (None, "product", "bad_input"):
+            cat, manifest, model = product(tmp)
+            if only in (None, "bad_input"):
+                bad_input(tmp, cat, manifest, model)
+        if only in (None, "demo"):
+            demo_refinement()
+    print(f"{len(failures)} failures")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
