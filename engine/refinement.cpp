@@ -40,7 +40,8 @@ double decision_threshold(const std::vector<double>& scores, const ThresholdSett
   std::vector<double> f;
   for (double s : scores)
     if (std::isfinite(s)) f.push_back(s);
-  CHECK_INPUT(!f.empty(), "threshold: no finite calibration scores");
+  CHECK_INPUT(!f.empty(), "threshold: every calibration score is NaN or Inf (the flow gives a "
+              "non-finite NLL on every retained image)");
   if (t.rule == "fpr") {
     const double q = quantiles_cpu(f.data(), int64_t(f.size()), {1.0 - t.target_fpr})[0];
     if (detail) *detail = fmt::format("{:.4g} quantile of retained scores = {:.4g}", 1.0 - t.target_fpr, q);
@@ -134,23 +135,28 @@ class Driver {
       auto src = m_episodes(sp.images, sp.weights, m_cfg.train.support, m_cfg.train.query,
                             mix_seed(m_cfg.seed, sp.tag, t, 1));
       Buffer<float> theta0;
+      OptimizerState<float> opt_state;
       int64_t budget = m_cfg.train.budget;
       if (sp.warm && m_cfg.train.warm_start) {
         theta0 = Buffer<float>::from_host(sp.warm->taps[t].theta0, m_device);
+        opt_state = sp.warm->taps[t].optimizer;
         budget = std::max<int64_t>(1, std::llround(double(budget) * m_cfg.train.round_budget));
       } else {
         theta0 = tr.init_params(bank, *src);
       }
       const std::string name = fmt::format("{} tap {}/{}", sp.phase, t + 1, T);
-      TapTrainStats st = tr.train(theta0, bank, *src, budget, [&](int64_t a, int64_t b, double l) {
-        if (m_opt.progress) m_opt.progress(name, a, b, l);
-      });
+      TapTrainStats st = tr.train(
+          theta0, bank, *src, budget,
+          [&](int64_t a, int64_t b, double l) {
+            if (m_opt.progress) m_opt.progress(name, a, b, l);
+          },
+          &opt_state);
       Buffer<float> theta(tr.n_params(), m_device);
       tr.adapt(theta0, theta, bank, *src, &st);
       losses[j] = st.last_loss;
       flagged[j] = st.flagged_images;
       TrainOutcome& o = out[s];
-      o.model.taps[t] = {tr.flow_config(), theta0.to_host(), theta.to_host()};
+      o.model.taps[t] = {tr.flow_config(), theta0.to_host(), theta.to_host(), std::move(opt_state)};
       o.maps.grids[t] = {bank.height(), bank.width()};
       o.maps.n_images = int64_t(sp.score.size());
       if (!sp.score.empty()) o.maps.nll[t] = tr.score(theta, bank, sp.score);

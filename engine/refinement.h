@@ -15,6 +15,7 @@
 #include "engine/detector_config.h"
 #include "engine/episodes.h"
 #include "engine/flow_config.h"
+#include "engine/optimizer.h"
 #include "engine/patch_bank.h"
 #include "engine/scoring.h"
 
@@ -27,6 +28,7 @@ class TapTrainer;
 struct TapParams {
   FlowConfig flow;
   std::vector<float> theta0, theta;
+  OptimizerState<float> optimizer;  // Adam's state on theta_0, for warm starts (not shipped)
 };
 struct ModelSet {
   std::vector<TapParams> taps;

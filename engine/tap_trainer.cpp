@@ -89,110 +89,125 @@ bool TapTrainer::gather_finite(const PatchBank& bank, EpisodeSource& source,
 
 TapTrainStats TapTrainer::train(VecView<float> theta, const PatchBank& bank,
                                 EpisodeSource& source, int64_t budget,
-                                const TrainProgress& progress) {
+                                const TrainProgress& progress, OptimizerState<float>* state) {
   CHECK_INPUT(theta.size == n_params() && theta.device == m_device,
               "trainer: parameter buffer has {} values on {}, the flow {} on {}", theta.size,
               device_name(theta.device), n_params(), device_name(m_device));
   CHECK_INPUT(bank.channels() == flow_config().dim, "trainer: bank has {} channels, flow dim {}",
               bank.channels(), flow_config().dim);
+  NVTX_RANGE("train");
   const int64_t steps = steps_for_budget(budget);
-  return m_train.mode == "plain" ? train_plain(theta, bank, source, steps, progress)
-                                 : train_maml(theta, bank, source, steps, progress);
-}
-
-TapTrainStats TapTrainer::train_plain(VecView<float> theta, const PatchBank& bank,
-                                      EpisodeSource& source, int64_t steps,
-                                      const TrainProgress& progress) {
-  NVTX_RANGE("train_plain");
+  const bool maml = m_train.mode != "plain";
+  const int64_t P = n_params();
+  auto adam = make_optimizer<float>({{"type", "adam"}, {"lr", m_train.meta_lr}}, P, m_device);
+  if (state && !state->slots.empty()) adam->import_state(*state, m_stream);
+  // The last good point the divergence guard returns to.
+  constexpr int64_t kSnapshotEvery = 10;
+  constexpr int kMaxDivergences = 3;
+  Buffer<float> good(P, m_device);
+  mem::copy(good.data(), m_device, theta.data, m_device, sizeof(float) * P, m_stream);
+  OptimizerState<float> good_state = adam->export_state(m_stream);
+  Buffer<unsigned long long> bad_count(1, m_device);
   TapTrainStats st;
-  auto adam = make_optimizer<float>({{"type", "adam"}, {"lr", m_train.meta_lr}}, n_params(),
-                                    m_device);
+  int64_t since_snapshot = 0;
   for (int64_t step = 0; step < steps; ++step) {
-    const auto images = source.next_batch();
-    bank.gather(source.rows(images, bank.hw(), m_train.positions), m_support, m_stream);
-    double loss = m_flow_s.grad_at(theta, m_support.xv(), m_support.cv(), m_grad);
-    if (!std::isfinite(loss)) {
-      if (!gather_finite(bank, source, images, theta, m_support, st)) {
-        ++st.skipped_steps;
-        continue;
+    const double loss = maml ? maml_gradient(theta, bank, source, st)
+                             : plain_gradient(theta, bank, source, st);
+    bool diverged = !std::isfinite(loss);
+    if (!diverged) {
+      if (m_observer) m_observer(step, (maml ? m_meta_grad : m_grad).to_host(m_stream));
+      try {
+        adam->step(theta.data, (maml ? m_meta_grad : m_grad).data(), P, m_stream);
+      } catch (const InputError&) {
+        diverged = true;  // a non-finite gradient: the step was not applied
       }
-      loss = m_flow_s.grad_at(theta, m_support.xv(), m_support.cv(), m_grad);
     }
-    ++st.evals;
-    if (m_observer) m_observer(step, m_grad.to_host(m_stream));
-    try {
-      adam->step(theta.data, m_grad.data(), n_params(), m_stream);
-    } catch (const InputError&) {
-      ++st.skipped_steps;  // a non-finite gradient: the parameters are left as they were
+    if (!diverged) {
+      bad_count.zero(m_stream);
+      vec::count_nonfinite<float>(P, theta.data, bad_count.data(), m_device, m_stream);
+      diverged = bad_count.to_host(m_stream)[0] != 0;
+    }
+    if (diverged) {
+      ++st.divergences;
+      // Back to the last good point first, so even the error leaves usable parameters.
+      mem::copy(theta.data, m_device, good.data(), m_device, sizeof(float) * P, m_stream);
+      mem::synchronize(m_stream);
+      CHECK_INPUT(st.divergences < kMaxDivergences,
+                  "training diverged {} times (non-finite loss or parameters; learning rate "
+                  "halved each time, down to {:.3g}): lower train.meta_lr or train.inner_lr, or "
+                  "check the features", st.divergences, adam->learning_rate());
+      adam->import_state(good_state, m_stream);
+      adam->set_learning_rate(adam->learning_rate() * 0.5);
+      since_snapshot = 0;
       continue;
     }
     if (st.steps == 0) st.first_loss = loss;
     st.last_loss = loss;
     ++st.steps;
+    if (++since_snapshot >= kSnapshotEvery) {
+      mem::copy(good.data(), m_device, theta.data, m_device, sizeof(float) * P, m_stream);
+      good_state = adam->export_state(m_stream);
+      since_snapshot = 0;
+    }
     if (progress) progress(step + 1, steps, loss);
   }
+  st.final_lr = adam->learning_rate();
+  if (state) *state = adam->export_state(m_stream);
+  mem::synchronize(m_stream);
   return st;
 }
 
-TapTrainStats TapTrainer::train_maml(VecView<float> theta, const PatchBank& bank,
-                                     EpisodeSource& source, int64_t steps,
-                                     const TrainProgress& progress) {
-  NVTX_RANGE("train_maml");
-  TapTrainStats st;
-  auto adam = make_optimizer<float>({{"type", "adam"}, {"lr", m_train.meta_lr}}, n_params(),
-                                    m_device);
+double TapTrainer::plain_gradient(VecView<const float> theta, const PatchBank& bank,
+                                  EpisodeSource& source, TapTrainStats& st) {
+  const auto images = source.next_batch();
+  bank.gather(source.rows(images, bank.hw(), m_train.positions), m_support, m_stream);
+  double loss = m_flow_s.grad_at(theta, m_support.xv(), m_support.cv(), m_grad);
+  if (!std::isfinite(loss)) {
+    // Leave out the rows whose NLL is not finite (a contaminant can produce them); when none
+    // is left the step fails, which the divergence guard handles.
+    if (!gather_finite(bank, source, images, theta, m_support, st)) return NAN;
+    loss = m_flow_s.grad_at(theta, m_support.xv(), m_support.cv(), m_grad);
+  }
+  st.evals += 1;
+  return loss;
+}
+
+double TapTrainer::maml_gradient(VecView<const float> theta, const PatchBank& bank,
+                                 EpisodeSource& source, TapTrainStats& st) {
+  NVTX_RANGE("maml_step");
   const int64_t P = n_params(), B = m_train.meta_batch;
   const float alpha = float(m_train.inner_lr);
   const int64_t per_task =
       m_train.n_inner + 1 + (m_train.second_order ? 2 * m_train.n_inner : 0);
-  for (int64_t step = 0; step < steps; ++step) {
-    vec::fill<float>(P, 0.0f, m_meta_grad.data(), m_device, m_stream);
-    double query_loss = 0;
-    int64_t tasks = 0;
-    for (int64_t b = 0; b < B; ++b) {
-      const Episode ep = source.next_task();
-      bank.gather(source.rows(ep.support, bank.hw(), m_train.positions), m_support, m_stream);
-      bank.gather(source.rows(ep.query, bank.hw(), m_train.positions), m_query, m_stream);
-      TaskData<float> task{m_support.xv(), m_support.cv(), m_query.xv(), m_query.cv()};
-      MetaGradientInfo info = meta_gradient(m_flow_s, m_flow_q, VecView<const float>(theta), task,
-                                            m_train.n_inner, alpha, m_train.second_order,
-                                            VecView<float>(m_grad), m_ws);
+  vec::fill<float>(P, 0.0f, m_meta_grad.data(), m_device, m_stream);
+  double query_loss = 0;
+  int64_t tasks = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const Episode ep = source.next_task();
+    bank.gather(source.rows(ep.support, bank.hw(), m_train.positions), m_support, m_stream);
+    bank.gather(source.rows(ep.query, bank.hw(), m_train.positions), m_query, m_stream);
+    TaskData<float> task{m_support.xv(), m_support.cv(), m_query.xv(), m_query.cv()};
+    MetaGradientInfo info = meta_gradient(m_flow_s, m_flow_q, theta, task, m_train.n_inner,
+                                          alpha, m_train.second_order, VecView<float>(m_grad), m_ws);
+    st.evals += per_task;
+    if (!std::isfinite(info.support_loss) || !std::isfinite(info.query_loss)) {
+      // Leave out the rows that are not finite at theta_0 and try the task once more.
+      if (!gather_finite(bank, source, ep.support, theta, m_support, st) ||
+          !gather_finite(bank, source, ep.query, theta, m_query, st))
+        continue;
+      task = {m_support.xv(), m_support.cv(), m_query.xv(), m_query.cv()};
+      info = meta_gradient(m_flow_s, m_flow_q, theta, task, m_train.n_inner, alpha,
+                           m_train.second_order, VecView<float>(m_grad), m_ws);
       st.evals += per_task;
-      if (!std::isfinite(info.support_loss) || !std::isfinite(info.query_loss)) {
-        // Leave out the rows that are not finite at theta_0 and try the task once more.
-        if (!gather_finite(bank, source, ep.support, theta, m_support, st) ||
-            !gather_finite(bank, source, ep.query, theta, m_query, st))
-          continue;
-        task = {m_support.xv(), m_support.cv(), m_query.xv(), m_query.cv()};
-        info = meta_gradient(m_flow_s, m_flow_q, VecView<const float>(theta), task,
-                             m_train.n_inner, alpha, m_train.second_order,
-                             VecView<float>(m_grad), m_ws);
-        st.evals += per_task;
-        if (!std::isfinite(info.support_loss) || !std::isfinite(info.query_loss)) continue;
-      }
-      vec::axpy<float>(P, 1.0f, m_grad.data(), m_meta_grad.data(), m_device, m_stream);
-      query_loss += info.query_loss;
-      ++tasks;
+      if (!std::isfinite(info.support_loss) || !std::isfinite(info.query_loss)) continue;
     }
-    if (tasks == 0) {
-      ++st.skipped_steps;
-      continue;
-    }
-    vec::scale<float>(P, 1.0f / float(tasks), m_meta_grad.data(), m_device, m_stream);
-    if (m_observer) m_observer(step, m_meta_grad.to_host(m_stream));
-    try {
-      adam->step(theta.data, m_meta_grad.data(), P, m_stream);
-    } catch (const InputError&) {
-      ++st.skipped_steps;
-      continue;
-    }
-    const double loss = query_loss / double(tasks);
-    if (st.steps == 0) st.first_loss = loss;
-    st.last_loss = loss;
-    ++st.steps;
-    if (progress) progress(step + 1, steps, loss);
+    vec::axpy<float>(P, 1.0f, m_grad.data(), m_meta_grad.data(), m_device, m_stream);
+    query_loss += info.query_loss;
+    ++tasks;
   }
-  return st;
+  if (tasks == 0) return NAN;
+  vec::scale<float>(P, 1.0f / float(tasks), m_meta_grad.data(), m_device, m_stream);
+  return query_loss / double(tasks);
 }
 
 void TapTrainer::adapt(VecView<const float> theta0, VecView<float> theta, const PatchBank& bank,

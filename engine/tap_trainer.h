@@ -13,6 +13,7 @@
 #include "engine/episodes.h"
 #include "engine/flow.h"
 #include "engine/maml.h"
+#include "engine/optimizer.h"
 #include "engine/patch_bank.h"
 
 namespace mirad {
@@ -20,8 +21,9 @@ namespace mirad {
 struct TapTrainStats {
   int64_t steps = 0;         // optimizer steps taken (outer steps for MAML)
   int64_t evals = 0;         // gradient evaluations spent (HVP = 2)
-  int64_t skipped_steps = 0; // steps whose gradient was not finite (parameters left as they were)
   int64_t masked_rows = 0;   // batch rows left out for a non-finite NLL
+  int64_t divergences = 0;   // times the parameters were restored and the learning rate halved
+  double final_lr = 0;       // the outer learning rate at the end
   std::vector<int64_t> flagged_images;  // bank images those rows came from (suspects)
   double first_loss = 0, last_loss = 0;  // mean NLL of the first and last steps' batches
 };
@@ -47,10 +49,17 @@ class TapTrainer {
 
   // The seeded initial parameters with a data-dependent ActNorm from one batch of the source.
   Buffer<float> init_params(const PatchBank& bank, EpisodeSource& source);
-  // Trains theta in place (theta_0 for MAML) with `budget` gradient evaluations. Fresh Adam
-  // state every call.
+  // Trains theta in place (theta_0 for MAML) with `budget` gradient evaluations. `state`, when
+  // given, carries Adam's moments across calls (a warm start continues the optimisation instead
+  // of restarting Adam, whose first steps move every parameter by a full learning rate): it is
+  // imported when not empty and holds the state at the end.
+  //
+  // Divergence guard: when a whole batch's NLL, or a parameter, turns non-finite, the last good
+  // parameters (kept every few steps) are restored, the learning rate is halved and the event is
+  // counted; the third time is an InputError saying so.
   TapTrainStats train(VecView<float> theta, const PatchBank& bank, EpisodeSource& source,
-                      int64_t budget, const TrainProgress& progress = {});
+                      int64_t budget, const TrainProgress& progress = {},
+                      OptimizerState<float>* state = nullptr);
   // The shipped parameters: MAML adapts theta_0 with n_final SGD steps (alpha = inner_lr) on
   // batches of the source; plain copies theta_0.
   void adapt(VecView<const float> theta0, VecView<float> theta, const PatchBank& bank,
@@ -66,10 +75,12 @@ class TapTrainer {
   bool gather_finite(const PatchBank& bank, EpisodeSource& source,
                      const std::vector<int64_t>& images, VecView<const float> theta,
                      PatchBatch& batch, TapTrainStats& stats);
-  TapTrainStats train_plain(VecView<float> theta, const PatchBank& bank, EpisodeSource& source,
-                            int64_t steps, const TrainProgress& progress);
-  TapTrainStats train_maml(VecView<float> theta, const PatchBank& bank, EpisodeSource& source,
-                           int64_t steps, const TrainProgress& progress);
+  // One optimizer step's gradient into `grad` (plain: the batch NLL; MAML: the averaged
+  // meta-gradient). Returns the step's loss, or NaN when no finite gradient could be formed.
+  double plain_gradient(VecView<const float> theta, const PatchBank& bank, EpisodeSource& source,
+                        TapTrainStats& st);
+  double maml_gradient(VecView<const float> theta, const PatchBank& bank, EpisodeSource& source,
+                       TapTrainStats& st);
 
   TrainSettings m_train;
   Device m_device;

@@ -145,3 +145,35 @@ TEST(Maml, SameSeedSameResultBitForBit) {
   const auto a = run(), b = run();
   EXPECT_EQ(a, b);
 }
+
+// A learning rate that blows the flow up: the guard restores the last good parameters and
+// halves the rate; the third time it stops with a clear error, parameters left finite.
+TEST(Maml, DivergenceIsDetectedRestoredAndReported) {
+  FlowConfig fc;
+  fc.dim = 6, fc.cond_dim = 4, fc.n_blocks = 2, fc.hidden = 8, fc.seed = 9;
+  const int64_t n_images = 10, HW = 4;
+  auto rows = randn<float>(n_images * HW * fc.dim, 31);
+  PatchBank bank(rows, n_images, fc.dim, 2, 2, fc.cond_dim, Device::cpu);
+  std::vector<int64_t> images;
+  for (int64_t i = 0; i < n_images; ++i) images.push_back(i);
+  for (const char* mode : {"plain", "maml"}) {
+    TrainSettings ts;
+    ts.mode = mode, ts.support = 3, ts.query = 3, ts.meta_batch = 2, ts.positions = 0;
+    ts.meta_lr = 1e7;  // every Adam step moves each parameter by ~1e7
+    ts.inner_lr = 1e3;
+    TapTrainer trainer(fc, ts, Device::cpu);
+    EpisodeScheduler source(images, {}, ts.support, ts.query, 1);
+    auto theta = trainer.init_params(bank, source);
+    const auto start = theta.to_host();
+    try {
+      trainer.train(theta, bank, source, 200);
+      ADD_FAILURE() << mode << ": a learning rate of 1e7 did not diverge";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("training diverged 3 times"), std::string::npos)
+          << e.what();
+    }
+    for (float v : theta.to_host()) ASSERT_TRUE(std::isfinite(v)) << mode;
+    // The first divergence comes before any snapshot: the parameters are the starting ones.
+    EXPECT_EQ(theta.to_host(), start) << mode;
+  }
+}
