@@ -19,6 +19,7 @@
 #include "engine/nvtx.h"
 #include "engine/quantiles.h"
 #include "engine/rejection.h"
+#include "engine/sha256.h"
 #include "engine/tap_trainer.h"
 
 namespace mirad {
@@ -190,6 +191,7 @@ class Driver {
   }
 
   const std::set<int64_t>& flagged() const { return m_flagged; }
+  void restore_flagged(const std::vector<int64_t>& f) { m_flagged.insert(f.begin(), f.end()); }
 
  private:
   using Job = std::function<void(size_t, std::map<size_t, std::unique_ptr<TapTrainer>>&)>;
@@ -299,11 +301,11 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
     CHECK_INPUT(i >= 0 && i < n_all, "refinement: reject index {} out of range", i);
     CHECK_INPUT(!keep.count(i), "refinement: image {} is both kept and rejected by review", i);
   }
-  RefinementResult res;
   std::vector<int64_t> pool;
+  std::vector<Rejection> reviewed;
   for (int64_t i = 0; i < n_all; ++i) {
     if (drop.count(i))
-      res.rejected.push_back({i, 0, std::numeric_limits<double>::quiet_NaN(), 0, 0});
+      reviewed.push_back({i, 0, std::numeric_limits<double>::quiet_NaN(), 0, 0});
     else
       pool.push_back(i);
   }
@@ -316,51 +318,72 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
   // Folds: a seeded permutation of the images dealt round-robin, fixed for every round. Exact
   // duplicates (equal features) form one unit and share a fold.
   std::vector<int> fold_of(n_all, 0);
-  if (cross) {
+  std::string identity = cfg.to_json().dump();
+  {
     std::map<uint64_t, std::vector<int64_t>> groups;
     std::vector<uint64_t> order;  // first-seen order of the fingerprints
     for (int64_t i = 0; i < n_all; ++i) {
       uint64_t key = 0;
       for (const PatchBank* b : banks) key = key * 0x100000001b3ULL ^ b->image_fingerprint(i);
+      identity += fmt::format(" {:x}", key);
       if (!groups.count(key)) order.push_back(key);
       groups[key].push_back(i);
     }
-    const int64_t G = int64_t(order.size());
-    std::vector<int64_t> perm(G);
-    for (int64_t g = 0; g < G; ++g) perm[g] = g;
-    uint64_t s = mix_seed(cfg.seed, 0xf01d, 0, 0);
-    for (int64_t g = G - 1; g > 0; --g) {
-      s = mix_seed(s, uint64_t(g), 1, 2);
-      std::swap(perm[g], perm[int64_t(s % uint64_t(g + 1))]);
+    if (cross) {
+      const int64_t G = int64_t(order.size());
+      std::vector<int64_t> perm(G);
+      for (int64_t g = 0; g < G; ++g) perm[g] = g;
+      uint64_t s = mix_seed(cfg.seed, 0xf01d, 0, 0);
+      for (int64_t g = G - 1; g > 0; --g) {
+        s = mix_seed(s, uint64_t(g), 1, 2);
+        std::swap(perm[g], perm[int64_t(s % uint64_t(g + 1))]);
+      }
+      for (int64_t r = 0; r < G; ++r)
+        for (int64_t i : groups[order[perm[r]]]) fold_of[i] = int(r % K);
     }
-    for (int64_t r = 0; r < G; ++r)
-      for (int64_t i : groups[order[perm[r]]]) fold_of[i] = int(r % K);
   }
+  for (int64_t i : keep) identity += fmt::format(" k{}", i);
+  for (int64_t i : drop) identity += fmt::format(" r{}", i);
+  identity += fmt::format(" baseline{}", opt.baseline);
   const int64_t n_min =
       std::max<int64_t>(2, int64_t(std::ceil(cfg.refine.min_keep * double(pool.size()) - 1e-9)));
   const double rule_k = cfg.rule_k();
 
-  std::vector<int64_t> R = pool;          // hard mode: the retained set
-  std::vector<double> weights;            // soft mode: per pool image
-  if (soft) weights.assign(pool.size(), 1.0);
-  std::vector<ModelSet> prev(K);
-  std::vector<bool> has_prev(K, false);
-  TapMaps last_maps;                       // the last round's maps of `last_scored`
-  std::vector<int64_t> last_scored;
-  ModelSet last_model;                     // in-sample: the last round's model
-  std::set<int64_t> last_down;             // soft: images down-weighted last round
-  bool final_ready = false;                // the last round's model/maps are final as they are
-
+  // The state that rounds advance, and that checkpoints save.
+  RefineCheckpoint st;
+  st.run_key = sha256_hex(std::span<const uint8_t>(
+      reinterpret_cast<const uint8_t*>(identity.data()), identity.size()));
+  if (opt.resume) {
+    CHECK_INPUT(opt.resume->run_key == st.run_key,
+                "refinement: the checkpoint belongs to another run (other config, images or "
+                "review lists); remove it to start over");
+    st = *opt.resume;
+    drv.restore_flagged(st.flagged);
+  } else {
+    st.retained = pool;
+    if (soft) st.weights.assign(pool.size(), 1.0);
+    st.prev.resize(K);
+    st.has_prev.assign(K, 0);
+    st.rejected = reviewed;
+    st.stop_reason = cfg.refine.max_rounds == 0 ? "no_rounds" : "max_rounds";
+    st.loop_done = cfg.refine.max_rounds == 0;
+  }
+  std::vector<int64_t>& R = st.retained;  // hard mode: the retained set
   auto weights_for = [&](const std::vector<int64_t>& imgs) {
     std::vector<double> w;
     if (!soft) return w;
     for (int64_t i : imgs)
-      w.push_back(weights[std::lower_bound(pool.begin(), pool.end(), i) - pool.begin()]);
+      w.push_back(st.weights[std::lower_bound(pool.begin(), pool.end(), i) - pool.begin()]);
     return w;
   };
+  auto save = [&] {
+    if (!opt.checkpoint) return;
+    const auto& f = drv.flagged();
+    st.flagged.assign(f.begin(), f.end());
+    opt.checkpoint(st);
+  };
 
-  res.stop_reason = cfg.refine.max_rounds == 0 ? "no_rounds" : "max_rounds";
-  for (int r = 1; r <= cfg.refine.max_rounds; ++r) {
+  for (int r = st.rounds_done + 1; !st.loop_done && r <= cfg.refine.max_rounds; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
     RoundRecord rec;
     rec.round = r;
@@ -376,7 +399,7 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
         for (int64_t i : R) (fold_of[i] == k ? fold_images[k] : sp.images).push_back(i);
         if (fold_images[k].empty()) continue;
         sp.weights = weights_for(sp.images);
-        sp.warm = has_prev[k] ? &prev[k] : nullptr;
+        sp.warm = st.has_prev[k] ? &st.prev[k] : nullptr;
         sp.tag = uint64_t(r) * 1000 + k;
         sp.phase = fmt::format("round {} fold {}/{}", r, k + 1, K);
         sp.score = fold_images[k];
@@ -386,37 +409,37 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
       auto outs = drv.run(specs);
       for (size_t i = 0; i < outs.size(); ++i) {
         const int k = spec_fold[i];
-        prev[k] = std::move(outs[i].model);
-        has_prev[k] = true;
+        st.prev[k] = std::move(outs[i].model);
+        st.has_prev[k] = 1;
         fold_maps[k] = std::move(outs[i].maps);
         loss_sum += outs[i].loss / double(outs.size());
       }
-      last_maps = merge_folds(R, fold_of, fold_maps, fold_images);
+      st.last_maps = merge_folds(R, fold_of, fold_maps, fold_images);
     } else {
       TrainSpec sp;
       sp.images = R;
       sp.weights = weights_for(R);
-      sp.warm = has_prev[0] ? &prev[0] : nullptr;
+      sp.warm = st.has_prev[0] ? &st.prev[0] : nullptr;
       sp.tag = uint64_t(r) * 1000;
       sp.phase = fmt::format("round {}", r);
       sp.score = R;
       auto outs = drv.run({sp});
-      last_model = std::move(outs[0].model);
-      prev[0] = last_model;
-      has_prev[0] = true;
+      st.last_model = std::move(outs[0].model);
+      st.prev[0] = st.last_model;
+      st.has_prev[0] = 1;
       loss_sum = outs[0].loss;
-      last_maps = std::move(outs[0].maps);
+      st.last_maps = std::move(outs[0].maps);
       if (r == 1 && opt.baseline) {
-        res.has_baseline = true;
-        res.baseline = last_model;
+        st.has_baseline = true;
+        st.baseline = st.last_model;
         std::vector<double> s;
-        res.baseline_stats = calibrate_scores(last_maps, cfg.score, s);
-        res.baseline_threshold = decision_threshold(s, cfg.threshold);
+        st.baseline_stats = calibrate_scores(st.last_maps, cfg.score, s);
+        st.baseline_threshold = decision_threshold(s, cfg.threshold);
       }
     }
-    last_scored = R;
+    st.last_scored = R;
     rec.train_loss = loss_sum;
-    calibrate_scores(last_maps, cfg.score, rec.scores);
+    calibrate_scores(st.last_maps, cfg.score, rec.scores);
     std::vector<double> finite;
     for (double s : rec.scores)
       if (std::isfinite(s)) finite.push_back(s);
@@ -425,30 +448,32 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
     if (!finite.empty()) th = rejection_threshold(finite, cfg.refine.rule, rule_k);
     rec.tau = th.tau;
     rec.rule_detail = th.detail;
+    st.rounds_done = r;
 
     if (soft) {
       // w = exp(-max(0, s - tau) / IQR): sign-safe for NLL scores, 1 at and below tau.
       const QuartileStats q = finite.empty() ? QuartileStats{}
                                              : quartiles_cpu(finite.data(), int64_t(finite.size()));
       const double iqr = q.iqr > 0 ? q.iqr : 1.0;
-      std::set<int64_t> down;
+      std::vector<int64_t> down;
       for (size_t j = 0; j < R.size(); ++j) {
         const double s = rec.scores[j];
         double w = std::isfinite(s) ? std::exp(-std::max(0.0, s - rec.tau) / iqr) : 0.0;
         if (keep.count(R[j])) w = 1.0;
-        weights[j] = w;  // R == pool in soft mode
+        st.weights[j] = w;  // R == pool in soft mode
         rec.weights.push_back(w);
-        if (w < 1.0) down.insert(R[j]), rec.rejected.push_back(R[j]);
+        if (w < 1.0) down.push_back(R[j]), rec.rejected.push_back(R[j]);
       }
       rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      res.rounds.push_back(rec);
-      const bool same = down == last_down;
-      last_down = down;
+      st.rounds.push_back(rec);
+      const bool same = down == st.last_down;
+      st.last_down = down;
       if (same) {
-        res.stop_reason = "converged";
-        final_ready = !cross;
-        break;
+        st.stop_reason = "converged";
+        st.final_ready = !cross;
+        st.loop_done = true;
       }
+      save();
       continue;
     }
 
@@ -460,8 +485,9 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
       if (!std::isfinite(s) || s > rec.tau)
         cand.push_back({std::isnan(s) ? std::numeric_limits<double>::infinity() : s, R[j]});
     }
-    std::sort(cand.begin(), cand.end(),
-              [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); });
+    std::sort(cand.begin(), cand.end(), [](const auto& a, const auto& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    });
     const int64_t room = std::max<int64_t>(0, int64_t(R.size()) - n_min);
     if (int64_t(cand.size()) > room) {
       cand.resize(room);
@@ -471,30 +497,37 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
     for (const auto& [s, img] : cand) {
       out.insert(img);
       rec.rejected.push_back(img);
-      res.rejected.push_back({img, r, s, rec.tau, 0.0});
+      st.rejected.push_back({img, r, s, rec.tau, 0.0});
     }
     rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    res.rounds.push_back(rec);
+    st.rounds.push_back(rec);
     if (out.empty()) {
-      res.stop_reason = rec.min_keep_reached ? "min_keep" : "converged";
-      final_ready = !cross;
-      break;
+      st.stop_reason = rec.min_keep_reached ? "min_keep" : "converged";
+      st.final_ready = !cross;
+      st.loop_done = true;
+    } else {
+      std::vector<int64_t> next;
+      for (int64_t i : R)
+        if (!out.count(i)) next.push_back(i);
+      R = std::move(next);
+      if (rec.min_keep_reached) {
+        st.stop_reason = "min_keep";
+        st.loop_done = true;
+      }
     }
-    std::vector<int64_t> next;
-    for (int64_t i : R)
-      if (!out.count(i)) next.push_back(i);
-    R = std::move(next);
-    if (rec.min_keep_reached) {
-      res.stop_reason = "min_keep";
-      break;
-    }
+    save();
   }
+  st.loop_done = true;
 
+  RefinementResult res;
+  res.rounds = st.rounds;
+  res.rejected = st.rejected;
+  res.stop_reason = st.stop_reason;
   // The shipped detector, trained on the final retained set (soft: all, with the weights).
-  if (!final_ready) {
+  if (!st.final_ready) {
     const ModelSet* warm = nullptr;
     for (int k = 0; k < K && !warm; ++k)
-      if (has_prev[k]) warm = &prev[k];
+      if (st.has_prev[k]) warm = &st.prev[k];
     TrainSpec sp;
     sp.images = R;
     sp.weights = weights_for(R);
@@ -503,7 +536,7 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
     sp.phase = "final";
     // The baseline (every image, no rejection) trains alongside when asked for.
     std::vector<TrainSpec> specs{sp};
-    if (opt.baseline && !res.has_baseline) {
+    if (opt.baseline && !st.has_baseline) {
       TrainSpec b;
       b.images = pool;
       b.tag = 777777;
@@ -512,31 +545,32 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
       specs.push_back(b);
     }
     auto outs = drv.run(specs);
-    last_model = std::move(outs[0].model);
+    st.last_model = std::move(outs[0].model);
     if (outs.size() > 1) {
-      res.baseline = std::move(outs[1].model);
+      st.baseline = std::move(outs[1].model);
       std::vector<double> s;
-      res.baseline_stats = calibrate_scores(outs[1].maps, cfg.score, s);
-      res.baseline_threshold = decision_threshold(s, cfg.threshold);
-      res.has_baseline = true;
+      st.baseline_stats = calibrate_scores(outs[1].maps, cfg.score, s);
+      st.baseline_threshold = decision_threshold(s, cfg.threshold);
+      st.has_baseline = true;
     }
   }
-  res.model = last_model;
+  res.model = st.last_model;
   res.retained = R;
   // Calibration: in-sample scores of the final model, or the out-of-fold scores of the last
   // round restricted to the images still retained.
+  const std::set<int64_t> last_down(st.last_down.begin(), st.last_down.end());
   std::vector<int64_t> calib;
   for (int64_t i : R)
     if (!soft || !last_down.count(i)) calib.push_back(i);
   TapMaps calib_maps;
-  if (!cross && !soft && final_ready) {
-    calib_maps = last_maps;  // nothing was rejected after these in-sample maps were made
-  } else if (cross && !last_scored.empty()) {
+  if (!cross && !soft && st.final_ready) {
+    calib_maps = st.last_maps;  // nothing was rejected after these in-sample maps were made
+  } else if (cross && !st.last_scored.empty()) {
     std::vector<size_t> pos;
     for (int64_t i : calib)
-      pos.push_back(std::lower_bound(last_scored.begin(), last_scored.end(), i) -
-                    last_scored.begin());
-    calib_maps = subset(last_maps, pos);
+      pos.push_back(std::lower_bound(st.last_scored.begin(), st.last_scored.end(), i) -
+                    st.last_scored.begin());
+    calib_maps = subset(st.last_maps, pos);
   } else {
     calib_maps = drv.score(res.model, calib);
   }
@@ -550,20 +584,23 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
         res.rejected.push_back({last.scored[j], last.round, last.scores[j], last.tau, last.weights[j]});
   }
   res.flagged.assign(drv.flagged().begin(), drv.flagged().end());
-  if (opt.baseline && !res.has_baseline) {
+  if (opt.baseline && !st.has_baseline) {
     TrainSpec b;
     b.images = pool;
     b.tag = 777777;
     b.phase = "baseline";
     b.score = pool;
     auto outs = drv.run({b});
-    res.baseline = std::move(outs[0].model);
-    const TapMaps& m = outs[0].maps;
+    st.baseline = std::move(outs[0].model);
     std::vector<double> s;
-    res.baseline_stats = calibrate_scores(m, cfg.score, s);
-    res.baseline_threshold = decision_threshold(s, cfg.threshold);
-    res.has_baseline = true;
+    st.baseline_stats = calibrate_scores(outs[0].maps, cfg.score, s);
+    st.baseline_threshold = decision_threshold(s, cfg.threshold);
+    st.has_baseline = true;
   }
+  res.has_baseline = st.has_baseline;
+  res.baseline = st.baseline;
+  res.baseline_stats = st.baseline_stats;
+  res.baseline_threshold = st.baseline_threshold;
   return res;
 }
 

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <optional>
 #include <functional>
 #include <string>
 #include <vector>
@@ -76,6 +78,40 @@ struct RefinementResult {
   double baseline_threshold = 0;
 };
 
+// Everything refinement knows at the end of a round: enough to continue, after the process is
+// killed, to the same result bit for bit (every job is seeded by its round and fold, so no
+// random state runs across rounds).
+struct RefineCheckpoint {
+  std::string run_key;      // config + images + review; a checkpoint of another run is refused
+  int rounds_done = 0;
+  bool loop_done = false;   // the rounds are over; only the final detector is left
+  bool final_ready = false; // ... and the last round's model is it
+  std::string stop_reason;
+  std::vector<RoundRecord> rounds;
+  std::vector<Rejection> rejected;
+  std::vector<int64_t> retained;
+  std::vector<double> weights;       // soft mode: per pool image
+  std::vector<int64_t> last_down;    // soft mode: down-weighted in the last round
+  std::vector<ModelSet> prev;        // per fold (one without cross-fit): the last models
+  std::vector<uint8_t> has_prev;
+  TapMaps last_maps;
+  std::vector<int64_t> last_scored;
+  ModelSet last_model;
+  std::vector<int64_t> flagged;
+  bool has_baseline = false;
+  ModelSet baseline;
+  ScoreStats baseline_stats;
+  double baseline_threshold = 0;
+};
+
+// A checkpoint folder: checkpoint.safetensors (parameters, optimizer states, maps) and
+// checkpoint.json (everything else, and the sha256 of the tensors file), each written
+// atomically, the tensors first, so a reader sees a matched pair or an older one.
+void save_refine_checkpoint(const std::filesystem::path& dir, const RefineCheckpoint& c);
+// nullopt when dir holds no checkpoint; InputError for a damaged or mismatched one.
+std::optional<RefineCheckpoint> load_refine_checkpoint(const std::filesystem::path& dir);
+void remove_refine_checkpoint(const std::filesystem::path& dir);
+
 struct RefineOptions {
   std::vector<int64_t> always_keep;  // a person's review: never rejected
   std::vector<int64_t> always_reject;  // ... excluded from the start (reported as round 0)
@@ -83,6 +119,10 @@ struct RefineOptions {
   // CPU: detectors/taps trained side by side, each with single-threaded BLAS; usually the
   // --threads budget. Any value above 1 gives the same results as any other.
   int workers = 1;
+  // Resumable runs: continue from `resume` (its run_key must match), and hand the state to
+  // `checkpoint` after every round.
+  const RefineCheckpoint* resume = nullptr;
+  std::function<void(const RefineCheckpoint&)> checkpoint;
   // phase ("round 2 fold 3/4 tap stride8"), step, total steps of the phase, loss.
   std::function<void(const std::string&, int64_t, int64_t, double)> progress;
 };

@@ -356,6 +356,15 @@ TrainResult run_train_job(const TrainJob& job, const JobProgress& progress) {
   ro.progress = [&](const std::string& phase, int64_t done, int64_t total, double loss) {
     if (progress) progress(phase, done, total, loss);
   };
+  std::optional<RefineCheckpoint> resume;
+  if (!job.checkpoint.empty()) {
+    resume = load_refine_checkpoint(job.checkpoint);
+    if (resume) {
+      ro.resume = &*resume;
+      res.resumed_from_round = resume->rounds_done;
+    }
+    ro.checkpoint = [&](const RefineCheckpoint& c) { save_refine_checkpoint(job.checkpoint, c); };
+  }
   res.refinement = refine(banks.ptrs, job.config, EpisodeScheduler::factory(), device, ro);
   res.refine_seconds = seconds_since(t0);
 

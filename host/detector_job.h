@@ -79,6 +79,9 @@ struct TrainJob {
   std::filesystem::path features_file;
   std::string normalize;
   bool baseline = false;  // also train a detector on every image, without rejection
+  // Resumable: a folder for a checkpoint after every round; a run finding one there continues
+  // from it (same config and images required) to the same result, bit for bit.
+  std::filesystem::path checkpoint;
 };
 
 struct TrainResult {
@@ -89,6 +92,7 @@ struct TrainResult {
   std::vector<DecodeFailure> skipped;              // index into TrainJob::images
   double feature_seconds = 0, refine_seconds = 0;
   bool features_from_file = false;
+  int resumed_from_round = -1;  // rounds a checkpoint had already done (-1: fresh start)
 };
 
 TrainResult run_train_job(const TrainJob& job, const JobProgress& progress = {});

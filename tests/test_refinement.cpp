@@ -11,8 +11,10 @@
 
 #include "engine/refinement.h"
 #include "host/episode_scheduler.h"
+#include "temp_dir.h"
 
 using namespace mirad;
+using mirad::test::TempDir;
 
 namespace {
 
@@ -206,4 +208,52 @@ TEST(Refinement, SameResultsForAnyWorkerCountAndRunToRun) {
   ASSERT_EQ(a.rounds.size(), c.rounds.size());
   for (size_t i = 0; i < a.rounds.size(); ++i) EXPECT_EQ(a.rounds[i].scores, c.rounds[i].scores);
   EXPECT_EQ(a.calibration_scores, c.calibration_scores);
+}
+
+// A run stopped right after a round's checkpoint and resumed from it ends in the same model,
+// scores and rejections, bit for bit, as one never interrupted (in-process; the CLI test
+// tests/python/test_resume.py kills a real run with SIGKILL).
+TEST(Refinement, ResumedFromACheckpointEqualsUninterrupted) {
+  const int64_t n_good = 24;
+  PatchBank bank(make_rows(n_good, std::vector<float>(5, 2.5f), 8), n_good + 5, C, H, W, 8,
+                 Device::cpu);
+  for (const char* scoring : {"in_sample", "cross_fit"}) {
+    DetectorConfig cfg = small_config();
+    cfg.refine.scoring = scoring;
+    cfg.train.mode = "maml";
+    cfg.train.budget = 100;
+    cfg.train.support = 3, cfg.train.query = 3, cfg.train.meta_batch = 2, cfg.train.n_final = 4;
+    RefineOptions base;
+    base.baseline = true;
+    const auto full = refine({&bank}, cfg, EpisodeScheduler::factory(), Device::cpu, base);
+    ASSERT_GE(full.rounds.size(), 2u) << scoring;
+    for (int stop_after = 1; stop_after <= int(full.rounds.size()); ++stop_after) {
+      TempDir tmp;
+      RefineOptions o = base;
+      o.checkpoint = [&](const RefineCheckpoint& c) {
+        save_refine_checkpoint(tmp.path(), c);
+        if (c.rounds_done == stop_after) throw std::runtime_error("killed");
+      };
+      EXPECT_THROW(refine({&bank}, cfg, EpisodeScheduler::factory(), Device::cpu, o),
+                   std::runtime_error);
+      const auto cp = load_refine_checkpoint(tmp.path());
+      ASSERT_TRUE(cp.has_value());
+      EXPECT_EQ(cp->rounds_done, stop_after);
+      RefineOptions r = base;
+      r.resume = &*cp;
+      const auto resumed = refine({&bank}, cfg, EpisodeScheduler::factory(), Device::cpu, r);
+      EXPECT_EQ(resumed.model.taps[0].theta, full.model.taps[0].theta) << scoring << stop_after;
+      EXPECT_EQ(resumed.calibration_scores, full.calibration_scores) << scoring << stop_after;
+      EXPECT_EQ(resumed.threshold, full.threshold);
+      EXPECT_EQ(resumed.retained, full.retained);
+      ASSERT_EQ(resumed.rejected.size(), full.rejected.size());
+      for (size_t i = 0; i < full.rejected.size(); ++i)
+        EXPECT_EQ(resumed.rejected[i].image, full.rejected[i].image);
+      EXPECT_EQ(resumed.baseline.taps[0].theta, full.baseline.taps[0].theta);
+      // Another config's checkpoint is refused.
+      DetectorConfig other = cfg;
+      other.train.budget = 101;
+      EXPECT_THROW(refine({&bank}, other, EpisodeScheduler::factory(), Device::cpu, r), InputError);
+    }
+  }
 }

@@ -57,6 +57,10 @@ void add_run_options(CLI::App* cmd, RunOptions& o) {
                   "input normalisation preset when the backbone's graph has none: imagenet, "
                   "tf_inception, efficientnet_lite, unit")
       ->check(CLI::IsMember({"imagenet", "tf_inception", "efficientnet_lite", "unit"}));
+  cmd->add_option("--checkpoint", o.checkpoint,
+                  "folder for a checkpoint after every round; rerunning with it resumes (to the "
+                  "same result) after a crash or kill; removed when the run completes")
+      ->check(NonEmpty());
   cmd->add_flag("--strict", o.strict, "an image that cannot be decoded stops the run "
                                       "(default: skipped and reported)");
   cmd->add_flag("--json", o.json, "machine-readable JSON on stdout, no progress line");

@@ -23,6 +23,7 @@ struct DataOptions {
 struct RunOptions {
   std::string config, device, features, normalize;
   std::vector<std::string> set;  // key.path=value overrides
+  std::string checkpoint;        // train/clean: resumable runs
   int threads = 0;
   uint64_t seed = 0;
   bool seed_given = false;

@@ -50,6 +50,7 @@ int run_train(const TrainOptions& o) {
   TrainingRequest req{o.data, o.run, o.keep, o.reject, false, {o.out}};
   const TrainingRun run = run_training(req);
   save_detector(o.out, run.result.model);
+  if (!o.run.checkpoint.empty()) remove_refine_checkpoint(o.run.checkpoint);
   const auto& rr = run.result.refinement;
   if (o.run.json) {
     nlohmann::json j = {{"command", "train"},
@@ -60,6 +61,7 @@ int run_train(const TrainOptions& o) {
                         {"rejected", rr.rejected.size()},
                         {"stop_reason", rr.stop_reason},
                         {"rounds", rounds_json(run)},
+                        {"resumed_from_round", run.result.resumed_from_round},
                         {"threshold", run.result.model.threshold},
                         {"cleaning", cleaning_json(run)},
                         {"seconds", run.seconds},
@@ -193,6 +195,7 @@ int run_clean(const CleanOptions& o) {
   }
   write_file_atomic(out / "rejected.csv", csv);
   write_file_atomic(out / "clean.json", doc.dump(1) + "\n");
+  if (!o.run.checkpoint.empty()) remove_refine_checkpoint(o.run.checkpoint);
   if (o.run.json) {
     std::printf("%s\n", doc.dump(2).c_str());
     return 0;

@@ -26,6 +26,7 @@ TrainingRun run_training(const TrainingRequest& req) {
   if (!req.keep_list.empty()) inputs.push_back(req.keep_list);
   if (!req.reject_list.empty()) inputs.push_back(req.reject_list);
   for (const auto& out : req.outputs) refuse_overwriting_inputs(out, inputs);
+  if (!req.run.checkpoint.empty()) refuse_overwriting_inputs(req.run.checkpoint, inputs);
   apply_thread_budget(req.run.threads);
   TrainJob job;
   for (const Item& it : run.data.dataset.train) job.images.push_back(it.path);
@@ -37,6 +38,7 @@ TrainingRun run_training(const TrainingRequest& req) {
   job.features_file = req.run.features;
   job.normalize = req.run.normalize;
   job.baseline = req.baseline;
+  job.checkpoint = req.run.checkpoint;
   JobBar bar(!req.run.json);
   run.result = run_train_job(job, bar.callback());
   run.contaminated = contaminated_paths(run.data);

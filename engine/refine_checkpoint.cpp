@@ -1,0 +1,221 @@
+// Refinement checkpoints on disk: exact (doubles as 17-digit text, floats in safetensors), so a
+// resumed run continues bit for bit.
+#include <cmath>
+#include <cstdlib>
+
+#include "engine/error.h"
+#include "engine/file_io.h"
+#include "engine/json_io.h"
+#include "engine/refinement.h"
+#include "engine/safetensors.h"
+#include "engine/sha256.h"
+
+namespace mirad {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kFormat = "mirad-refine-checkpoint";
+constexpr int kVersion = 1;
+
+// Doubles as text with 17 significant digits round-trip exactly, Inf and NaN included.
+std::string d2s(double v) { return fmt::format("{:.17g}", v); }
+double s2d(const json& j) {
+  CHECK_INPUT(j.is_string(), "checkpoint: malformed number");
+  const std::string s = j.get<std::string>();
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  CHECK_INPUT(end && *end == '\0' && !s.empty(), "checkpoint: malformed number '{}'", s);
+  return v;
+}
+json dvec(const std::vector<double>& v) {
+  json a = json::array();
+  for (double x : v) a.push_back(d2s(x));
+  return a;
+}
+std::vector<double> dvec_from(const json& j) {
+  std::vector<double> v;
+  for (const auto& e : j) v.push_back(s2d(e));
+  return v;
+}
+json scale_json(const RobustScale& s) { return {d2s(s.median), d2s(s.iqr)}; }
+RobustScale scale_from(const json& j) { return {s2d(j.at(0)), s2d(j.at(1))}; }
+
+json modelset_json(const ModelSet& m, const std::string& name,
+                   std::map<std::string, HostTensor>& tensors) {
+  json taps = json::array();
+  for (size_t t = 0; t < m.taps.size(); ++t) {
+    const TapParams& p = m.taps[t];
+    const std::string base = fmt::format("{}.tap{}", name, t);
+    tensors[base + ".theta0"] = HostTensor{{int64_t(p.theta0.size())}, p.theta0};
+    tensors[base + ".theta"] = HostTensor{{int64_t(p.theta.size())}, p.theta};
+    json slots = json::array();
+    for (const auto& [slot, v] : p.optimizer.slots) {
+      tensors[base + ".opt." + slot] = HostTensor{{int64_t(v.size())}, v};
+      slots.push_back(slot);
+    }
+    taps.push_back({{"flow", p.flow.to_json()},
+                    {"optimizer_type", p.optimizer.type},
+                    {"optimizer_step", p.optimizer.step},
+                    {"optimizer_slots", slots}});
+  }
+  return taps;
+}
+
+ModelSet modelset_from(const json& taps, const std::string& name, const SafeTensors& st) {
+  ModelSet m;
+  for (size_t t = 0; t < taps.size(); ++t) {
+    const std::string base = fmt::format("{}.tap{}", name, t);
+    TapParams p;
+    p.flow = FlowConfig::from_json(taps[t].at("flow"));
+    p.theta0 = st.at(base + ".theta0").data;
+    p.theta = st.at(base + ".theta").data;
+    p.optimizer.type = taps[t].at("optimizer_type").get<std::string>();
+    p.optimizer.step = taps[t].at("optimizer_step").get<int64_t>();
+    for (const auto& slot : taps[t].at("optimizer_slots"))
+      p.optimizer.slots[slot.get<std::string>()] = st.at(base + ".opt." + slot.get<std::string>()).data;
+    m.taps.push_back(std::move(p));
+  }
+  return m;
+}
+
+}  // namespace
+
+void save_refine_checkpoint(const fs::path& dir, const RefineCheckpoint& c) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  CHECK_INPUT(fs::is_directory(dir, ec), "checkpoint: cannot create the folder {}", dir.string());
+  std::map<std::string, HostTensor> tensors;
+  json prev = json::array();
+  for (size_t k = 0; k < c.prev.size(); ++k)
+    prev.push_back(modelset_json(c.prev[k], fmt::format("prev{}", k), tensors));
+  json rounds = json::array();
+  for (const auto& r : c.rounds)
+    rounds.push_back({{"round", r.round},           {"scored", r.scored},
+                      {"scores", dvec(r.scores)},   {"weights", dvec(r.weights)},
+                      {"tau", d2s(r.tau)},          {"rule_detail", r.rule_detail},
+                      {"rejected", r.rejected},     {"nonfinite", r.nonfinite},
+                      {"min_keep_reached", r.min_keep_reached},
+                      {"train_loss", d2s(r.train_loss)}, {"seconds", d2s(r.seconds)}});
+  json rejected = json::array();
+  for (const auto& r : c.rejected)
+    rejected.push_back({r.image, r.round, d2s(r.score), d2s(r.tau), d2s(r.weight)});
+  json grids = json::array();
+  for (size_t t = 0; t < c.last_maps.grids.size(); ++t) {
+    grids.push_back({c.last_maps.grids[t].height, c.last_maps.grids[t].width});
+    tensors[fmt::format("maps.tap{}", t)] =
+        HostTensor{{int64_t(c.last_maps.nll[t].size())}, c.last_maps.nll[t]};
+  }
+  json bstats = {{"taps", json::array()}, {"top", scale_json(c.baseline_stats.top)},
+                 {"mean", scale_json(c.baseline_stats.mean)},
+                 {"map", {d2s(c.baseline_stats.map_lo), d2s(c.baseline_stats.map_hi)}}};
+  for (const auto& s : c.baseline_stats.taps) bstats["taps"].push_back(scale_json(s));
+  json doc = {{"format", kFormat},
+              {"version", kVersion},
+              {"run_key", c.run_key},
+              {"rounds_done", c.rounds_done},
+              {"loop_done", c.loop_done},
+              {"final_ready", c.final_ready},
+              {"stop_reason", c.stop_reason},
+              {"rounds", rounds},
+              {"rejected", rejected},
+              {"retained", c.retained},
+              {"weights", dvec(c.weights)},
+              {"last_down", c.last_down},
+              {"prev", prev},
+              {"has_prev", c.has_prev},
+              {"maps", {{"grids", grids}, {"n_images", c.last_maps.n_images}}},
+              {"last_scored", c.last_scored},
+              {"last_model", modelset_json(c.last_model, "last", tensors)},
+              {"flagged", c.flagged},
+              {"has_baseline", c.has_baseline},
+              {"baseline", modelset_json(c.baseline, "baseline", tensors)},
+              {"baseline_stats", bstats},
+              {"baseline_threshold", d2s(c.baseline_threshold)}};
+  const auto bytes = serialize_safetensors(tensors, {{"format", kFormat}});
+  doc["tensors_sha256"] = sha256_hex(bytes);
+  // Tensors first: a crash between the two writes leaves the old JSON, whose sha256 no longer
+  // matches, so the stale pair is refused rather than mixed.
+  write_file_atomic(dir / "checkpoint.safetensors", bytes);
+  write_file_atomic(dir / "checkpoint.json", doc.dump() + "\n");
+}
+
+std::optional<RefineCheckpoint> load_refine_checkpoint(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir / "checkpoint.json", ec)) return std::nullopt;
+  const std::string where = (dir / "checkpoint.json").string();
+  const json j = read_json_file(dir / "checkpoint.json", uint64_t(1) << 30, 16);
+  CHECK_INPUT(j.is_object() && j.value("format", "") == kFormat && j.value("version", 0) == kVersion,
+              "checkpoint: {} is not a version-{} mirad refinement checkpoint", where, kVersion);
+  const auto bytes = read_file_bytes(dir / "checkpoint.safetensors", uint64_t(64) << 30);
+  CHECK_INPUT(sha256_hex(bytes) == j.at("tensors_sha256").get<std::string>(),
+              "checkpoint: {} and checkpoint.safetensors do not belong together (interrupted "
+              "write?); remove the folder to start over", where);
+  const SafeTensors st = parse_safetensors(bytes, (dir / "checkpoint.safetensors").string());
+  try {
+    RefineCheckpoint c;
+    c.run_key = j.at("run_key").get<std::string>();
+    c.rounds_done = j.at("rounds_done").get<int>();
+    c.loop_done = j.at("loop_done").get<bool>();
+    c.final_ready = j.at("final_ready").get<bool>();
+    c.stop_reason = j.at("stop_reason").get<std::string>();
+    for (const auto& r : j.at("rounds")) {
+      RoundRecord rec;
+      rec.round = r.at("round").get<int>();
+      rec.scored = r.at("scored").get<std::vector<int64_t>>();
+      rec.scores = dvec_from(r.at("scores"));
+      rec.weights = dvec_from(r.at("weights"));
+      rec.tau = s2d(r.at("tau"));
+      rec.rule_detail = r.at("rule_detail").get<std::string>();
+      rec.rejected = r.at("rejected").get<std::vector<int64_t>>();
+      rec.nonfinite = r.at("nonfinite").get<int64_t>();
+      rec.min_keep_reached = r.at("min_keep_reached").get<bool>();
+      rec.train_loss = s2d(r.at("train_loss"));
+      rec.seconds = s2d(r.at("seconds"));
+      c.rounds.push_back(std::move(rec));
+    }
+    for (const auto& r : j.at("rejected"))
+      c.rejected.push_back({r.at(0).get<int64_t>(), r.at(1).get<int>(), s2d(r.at(2)), s2d(r.at(3)),
+                            s2d(r.at(4))});
+    c.retained = j.at("retained").get<std::vector<int64_t>>();
+    c.weights = dvec_from(j.at("weights"));
+    c.last_down = j.at("last_down").get<std::vector<int64_t>>();
+    const auto& prev = j.at("prev");
+    for (size_t k = 0; k < prev.size(); ++k)
+      c.prev.push_back(modelset_from(prev[k], fmt::format("prev{}", k), st));
+    c.has_prev = j.at("has_prev").get<std::vector<uint8_t>>();
+    const auto& maps = j.at("maps");
+    c.last_maps.n_images = maps.at("n_images").get<int64_t>();
+    for (size_t t = 0; t < maps.at("grids").size(); ++t) {
+      c.last_maps.grids.push_back({maps["grids"][t].at(0).get<int64_t>(), maps["grids"][t].at(1).get<int64_t>()});
+      c.last_maps.nll.push_back(st.at(fmt::format("maps.tap{}", t)).data);
+    }
+    c.last_scored = j.at("last_scored").get<std::vector<int64_t>>();
+    c.last_model = modelset_from(j.at("last_model"), "last", st);
+    c.flagged = j.at("flagged").get<std::vector<int64_t>>();
+    c.has_baseline = j.at("has_baseline").get<bool>();
+    c.baseline = modelset_from(j.at("baseline"), "baseline", st);
+    const auto& bs = j.at("baseline_stats");
+    for (const auto& s : bs.at("taps")) c.baseline_stats.taps.push_back(scale_from(s));
+    c.baseline_stats.top = scale_from(bs.at("top"));
+    c.baseline_stats.mean = scale_from(bs.at("mean"));
+    c.baseline_stats.map_lo = s2d(bs.at("map").at(0));
+    c.baseline_stats.map_hi = s2d(bs.at("map").at(1));
+    c.baseline_threshold = s2d(j.at("baseline_threshold"));
+    CHECK_INPUT(c.prev.size() == c.has_prev.size(), "checkpoint: {} is inconsistent", where);
+    return c;
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(fmt::format("checkpoint: {} is malformed ({})", where, e.what()));
+  }
+}
+
+void remove_refine_checkpoint(const fs::path& dir) {
+  std::error_code ec;
+  fs::remove(dir / "checkpoint.json", ec);
+  fs::remove(dir / "checkpoint.safetensors", ec);
+  fs::remove(dir, ec);  // only when empty
+}
+
+}  // namespace mirad
