@@ -36,7 +36,7 @@ struct TrainSettings {
   int64_t query = 8;           // |Q| images per task
   int64_t meta_batch = 4;      // B tasks per outer step
   int64_t n_inner = 1;         // inner SGD steps
-  double inner_lr = 1e-3;      // alpha
+  double inner_lr = 1e-3;      // alpha, on the per-dimension NLL (the NLL sum / D)
   double meta_lr = 3e-3;       // Adam on theta_0 (plain: Adam on theta)
   int64_t n_final = 20;        // SGD steps adapting theta_0 on the retained set (MAML only)
   int64_t positions = 64;      // positions drawn per image per batch; 0 = all

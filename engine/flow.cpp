@@ -1,6 +1,7 @@
 // CouplingFlow: validation, permutations, initialisation and backend dispatch.
 #include "engine/flow.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -446,23 +447,29 @@ void CouplingFlow<T>::init_actnorm(VecView<T> params, MatrixView<const T> x,
   mem::copy(y.data(), Device::cpu, m_impl->last_block_output(), m_device, sizeof(T) * N * D,
             m_stream);
   mem::synchronize(m_stream);
-  // Robust statistics (median and IQR / 1.349, the standard deviation of a normal sample):
-  // training data is contaminated, and a few extreme images must not set everyone's scale.
+  // Robust statistics: the median, and the deviation of the values winsorised to their 5th
+  // and 95th percentiles. Training data is contaminated, and a few extreme rows must not set a
+  // channel's scale; but the IQR alone is ~0 for sparse channels (mostly one value), which
+  // made their few other rows' NLL explode (1e4 per row), so it is not used alone.
   std::vector<double> col(N);
   for (int64_t j = 0; j < D; ++j) {
     int64_t m = 0;
     for (int64_t n = 0; n < N; ++n)
       if (std::isfinite(double(y[n * D + j]))) col[m++] = y[n * D + j];
-    double center = 0, scale = 1;
+    double center = 0, scale = 0;
     if (m > 0) {
-      const QuartileStats q = quartiles_cpu(col.data(), m);
-      center = q.median;
-      scale = q.iqr / 1.349;
-      if (!(scale > 1e-12)) {  // a (nearly) constant channel: fall back to the deviation
-        double sq = 0;
-        for (int64_t n = 0; n < m; ++n) sq += (col[n] - center) * (col[n] - center);
-        scale = std::sqrt(sq / double(m));
+      const auto q = quantiles_cpu(col.data(), m, {0.05, 0.5, 0.95});
+      center = q[1];
+      double sq = 0, sq_all = 0;
+      for (int64_t n = 0; n < m; ++n) {
+        const double w = std::clamp(col[n], q[0], q[2]) - center;
+        sq += w * w;
+        sq_all += (col[n] - center) * (col[n] - center);
       }
+      scale = std::sqrt(sq / double(m));
+      // Fewer than 5% of the rows differ from the median: their full deviation, then unit.
+      if (!(scale > 1e-12)) scale = std::sqrt(sq_all / double(m));
+      if (!(scale > 1e-12) || !std::isfinite(scale)) scale = 1.0;
     }
     const double sd = scale + 1e-6;
     h[m_layout.log_scale + j] = T(-std::log(sd));

@@ -57,8 +57,9 @@ class CouplingFlow {
   // starts near the identity), biases and ActNorm zero.
   Buffer<T> init_params() const;
   // Data-dependent ActNorm initialisation (Glow): sets log-scale and bias so that the flow's
-  // output on x is centred with unit scale per channel, by median and IQR (robust to the
-  // contaminants a training set holds) rather than mean and variance.
+  // output on x is centred with unit scale per channel, by the median and the deviation of
+  // the values winsorised at their 5th/95th percentiles (robust to the contaminants a
+  // training set holds) rather than mean and variance.
   void init_actnorm(VecView<T> params, MatrixView<const T> x, MatrixView<const T> c);
 
   // z = f(x | c) and per-sample NLL; returns the mean NLL. params holds exactly n_params()

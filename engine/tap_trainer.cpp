@@ -28,7 +28,7 @@ FlowChecks training_checks() {
 TapTrainer::TapTrainer(const FlowConfig& flow, const TrainSettings& train, Device device,
                        Stream stream)
     : m_train(train), m_device(device), m_stream(stream), m_flow_s(flow, device, stream),
-      m_flow_q(flow, device, stream) {
+      m_flow_q(flow, device, stream), m_alpha(float(train.inner_lr)) {
   m_flow_s.set_checks(training_checks());
   m_flow_q.set_checks(training_checks());
   m_grad = Buffer<float>(n_params(), device);
@@ -98,6 +98,7 @@ TapTrainStats TapTrainer::train(VecView<float> theta, const PatchBank& bank,
   NVTX_RANGE("train");
   const int64_t steps = steps_for_budget(budget);
   const bool maml = m_train.mode != "plain";
+  m_alpha = float(m_train.inner_lr);
   const int64_t P = n_params();
   auto adam = make_optimizer<float>({{"type", "adam"}, {"lr", m_train.meta_lr}}, P, m_device);
   if (state && !state->slots.empty()) adam->import_state(*state, m_stream);
@@ -133,11 +134,15 @@ TapTrainStats TapTrainer::train(VecView<float> theta, const PatchBank& bank,
       mem::copy(theta.data, m_device, good.data(), m_device, sizeof(float) * P, m_stream);
       mem::synchronize(m_stream);
       CHECK_INPUT(st.divergences < kMaxDivergences,
-                  "training diverged {} times (non-finite loss or parameters; learning rate "
-                  "halved each time, down to {:.3g}): lower train.meta_lr or train.inner_lr, or "
-                  "check the features", st.divergences, adam->learning_rate());
+                  "training diverged {} times (non-finite loss or parameters; the learning rate "
+                  "and inner step were halved each time, the last try used {:.3g} and {:.3g}): "
+                  "lower train.meta_lr or train.inner_lr, or check the features",
+                  st.divergences, adam->learning_rate(), double(m_alpha));
       adam->import_state(good_state, m_stream);
       adam->set_learning_rate(adam->learning_rate() * 0.5);
+      // MAML's inner step can be what blows up (theta_1 = theta_0 - alpha*g with a large g):
+      // it is halved too, and the adaptation uses the reduced step.
+      m_alpha *= 0.5f;
       since_snapshot = 0;
       continue;
     }
@@ -152,6 +157,7 @@ TapTrainStats TapTrainer::train(VecView<float> theta, const PatchBank& bank,
     if (progress) progress(step + 1, steps, loss);
   }
   st.final_lr = adam->learning_rate();
+  st.final_inner_lr = m_alpha;
   if (state) *state = adam->export_state(m_stream);
   mem::synchronize(m_stream);
   return st;
@@ -176,7 +182,7 @@ double TapTrainer::maml_gradient(VecView<const float> theta, const PatchBank& ba
                                  EpisodeSource& source, TapTrainStats& st) {
   NVTX_RANGE("maml_step");
   const int64_t P = n_params(), B = m_train.meta_batch;
-  const float alpha = float(m_train.inner_lr);
+  const float alpha = inner_step();
   const int64_t per_task =
       m_train.n_inner + 1 + (m_train.second_order ? 2 * m_train.n_inner : 0);
   vec::fill<float>(P, 0.0f, m_meta_grad.data(), m_device, m_stream);
@@ -222,7 +228,7 @@ void TapTrainer::adapt(VecView<const float> theta0, VecView<float> theta, const 
   }
   TapTrainStats local;
   TapTrainStats& st = stats ? *stats : local;
-  const float alpha = float(m_train.inner_lr);
+  const float alpha = inner_step();
   for (int64_t step = 0; step < m_train.n_final; ++step) {
     const auto images = source.next_batch();
     bank.gather(source.rows(images, bank.hw(), m_train.positions), m_support, m_stream);

@@ -24,6 +24,7 @@ struct TapTrainStats {
   int64_t masked_rows = 0;   // batch rows left out for a non-finite NLL
   int64_t divergences = 0;   // times the parameters were restored and the learning rate halved
   double final_lr = 0;       // the outer learning rate at the end
+  double final_inner_lr = 0; // MAML's inner step at the end (halved with each divergence)
   std::vector<int64_t> flagged_images;  // bank images those rows came from (suspects)
   double first_loss = 0, last_loss = 0;  // mean NLL of the first and last steps' batches
 };
@@ -60,8 +61,9 @@ class TapTrainer {
   TapTrainStats train(VecView<float> theta, const PatchBank& bank, EpisodeSource& source,
                       int64_t budget, const TrainProgress& progress = {},
                       OptimizerState<float>* state = nullptr);
-  // The shipped parameters: MAML adapts theta_0 with n_final SGD steps (alpha = inner_lr) on
-  // batches of the source; plain copies theta_0.
+  // The shipped parameters: MAML adapts theta_0 with n_final SGD steps on batches of the
+  // source, at the inner step the last train() ended with (inner_lr unless it diverged);
+  // plain copies theta_0.
   void adapt(VecView<const float> theta0, VecView<float> theta, const PatchBank& bank,
              EpisodeSource& source, TapTrainStats* stats = nullptr);
   // Per-position NLL of whole images: [images.size() * hw] on the host, image-major. A
@@ -90,6 +92,11 @@ class TapTrainer {
   PatchBatch m_support, m_query;
   Buffer<float> m_grad, m_meta_grad;
   GradientObserver m_observer;
+  float m_alpha = 0;  // the current inner learning rate (train.inner_lr, halved on divergence)
+  // The SGD step on the summed NLL: alpha / D, i.e. alpha on the per-dimension NLL (CFlow's
+  // loss scale). The NLL sums D dimensions, so its gradient grows with D; at alpha = 1e-3 on
+  // the sum, one inner step threw a 112-channel flow to a query NLL of 1e37.
+  float inner_step() const { return m_alpha / float(flow_config().dim); }
 };
 
 }  // namespace mirad

@@ -82,7 +82,9 @@ TEST(Maml, TrainerStepUsesTheSecondOrderMetaGradient) {
   PatchBank bank(rows, n_images, fc.dim, H, W, fc.cond_dim, Device::cpu);
   TrainSettings ts;
   ts.mode = "maml", ts.second_order = true, ts.meta_batch = 1, ts.n_inner = 1;
-  ts.inner_lr = 0.05, ts.meta_lr = 1e-3, ts.support = 3, ts.query = 4, ts.positions = 5;
+  ts.inner_lr = 0.3, ts.meta_lr = 1e-3, ts.support = 3, ts.query = 4, ts.positions = 5;
+  // The trainer's inner step is inner_lr on the per-dimension NLL: alpha / D on the sum.
+  const float alpha = float(ts.inner_lr) / float(fc.dim);
   ts.n_final = 0;
   std::vector<int64_t> images;
   for (int64_t i = 0; i < n_images; ++i) images.push_back(i);
@@ -111,13 +113,13 @@ TEST(Maml, TrainerStepUsesTheSecondOrderMetaGradient) {
   flow.grad_at(t0, S.xv(), S.cv(), gS);
   auto t1h = theta_host;
   auto gSh = gS.to_host();
-  for (int64_t i = 0; i < P; ++i) t1h[i] -= float(ts.inner_lr) * gSh[i];
+  for (int64_t i = 0; i < P; ++i) t1h[i] -= alpha * gSh[i];
   t1.copy_from(t1h.data(), Device::cpu, P);
   flow2.grad_at(t1, Q.xv(), Q.cv(), v);
   flow.hvp_at(t0, S.xv(), S.cv(), v, g2, hv);
   auto vh = v.to_host(), hvh = hv.to_host();
   std::vector<float> by_hand(P), first_order = vh;
-  for (int64_t i = 0; i < P; ++i) by_hand[i] = vh[i] - float(ts.inner_lr) * hvh[i];
+  for (int64_t i = 0; i < P; ++i) by_hand[i] = vh[i] - alpha * hvh[i];
   ASSERT_EQ(observed.size(), size_t(P));
   EXPECT_LT(rel_error(observed, by_hand), 1e-6);
   EXPECT_GT(rel_error(first_order, by_hand), 1e-3) << "the HVP term must matter here";

