@@ -26,7 +26,9 @@ struct FlowSettings {
 };
 
 struct TrainSettings {
-  std::string mode = "maml";   // "plain" (Adam on the NLL) or "maml"
+  // "plain" (Adam on the NLL) or "maml". Plain is the default: at equal gradient evaluations
+  // it beat MAML (first and second order) on the generated benchmark (docs/RESULTS.md).
+  std::string mode = "plain";
   bool second_order = true;    // MAML: exact meta-gradient through the inner steps (HVPs)
   // Gradient evaluations per model: one is forward+backward over one batch of `support`
   // images; an HVP counts as two, and the final adaptation's steps count too. Plain and MAML

@@ -274,6 +274,7 @@ def main():
     cats = a.categories.split(",") if a.categories else categories(a.data)
     os.makedirs(a.work, exist_ok=True)
     results = []
+    command = " ".join(["tools/results/results.py"] + sys.argv[1:])
     for seed in a.seeds:
         for cat in cats:
             for ratio in a.ratios:
@@ -281,8 +282,8 @@ def main():
                     results.append(knn_run(a, cat, ratio, seed))
                 for m in a.methods:
                     results.append(one_run(a, m, cat, ratio, seed))
-    command = " ".join(["tools/results/results.py"] + sys.argv[1:])
-    write_report(a, results, cats, command)
+            # A partial report after every category, so a long run shows its progress.
+            write_report(a, results, cats, command)
     print(f"wrote {a.out}")
 
 
