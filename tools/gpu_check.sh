@@ -70,26 +70,38 @@ PY
 done
 
 echo "== benchmarks"
-"$tools/mirad_bench" --benchmark_filter='cuda|Cuda' --benchmark_min_time=0.2 \
+"$tools/mirad_bench" --benchmark_filter='cuda|Cuda' --benchmark_min_time=0.1 \
   --benchmark_format=console --benchmark_out="$out/bench.json" --benchmark_out_format=json \
   2>&1 | tee "$out/bench.txt"
 
-echo "== feature extraction throughput (mirad synth images -> mirad embed, MobileNetV2 taps 20,46)"
-embed_row=""
-if [ -d "$MIRAD_SHARED/weights/mobilenet_v2_imagenet" ]; then
-  "$tools/mirad" synth --out /tmp/mirad-synth --categories metal_plate --procedural --train 480 \
-    --test-good 8 --test-defect 4 --size 256 --json >"$out/synth.json" 2>&1 || status=1
-  for dev in cuda cpu; do
-    "$tools/mirad" embed /tmp/mirad-synth/metal_plate/train --device $dev --batch 32 \
-      --backbone "$MIRAD_SHARED/weights/mobilenet_v2_imagenet" --taps 20,46 \
-      --out /tmp/mirad-embed-$dev.safetensors --json >"$out/embed_$dev.json" 2>"$out/embed_$dev.err" || status=1
-    embed_row="$embed_row $(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"{d['device']}: {d['images_per_second']:.0f} img/s ({d['images']} images, cache {d['cache_tier']}, pinned {d['pinned_ring']})\")" "$out/embed_$dev.json" 2>/dev/null || echo "$dev: failed")"
-  done
-  echo "$embed_row"
-fi
+echo "== mirad bench on the device (JSON report: decode, backbone, flow and MAML steps, quantiles, a 220-image clean job)"
+"$tools/mirad" bench --device cuda --min-seconds 0.2 --clean-images 200 --json \
+  --out "$out/mirad_bench.json" >/dev/null 2>"$out/mirad_bench.err" || status=1
+bench_row=$(python3 - "$out/mirad_bench.json" <<'PY' || echo "mirad bench failed: $(tail -2 "$out/mirad_bench.err")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+def g(*k):
+    x = d
+    for i in k:
+        x = x.get(i, {}) if isinstance(x, dict) else {}
+    return x
+parts = []
+b = g("backbone")
+if "batch64" in b: parts.append(f"backbone {b['batch1']['images_per_second']:.0f}/{b['batch16']['images_per_second']:.0f}/{b['batch64']['images_per_second']:.0f} img/s at batch 1/16/64")
+for c in g("flow_step").get("cases", []): parts.append(f"flow D={c['dim']} fwd+bwd {c['forward_backward_ms']:.2f} ms ({c['gemm_gflops']:.0f} GFLOP/s)")
+for c in g("maml_step").get("cases", []): parts.append(f"MAML D={c['dim']} 2nd/1st order {c['ratio']:.2f}x")
+q = g("quantiles")
+if "100M" in q: parts.append(f"quartiles 100M {q['100M']['ms']:.1f} ms")
+c = g("clean")
+if "seconds" in c: parts.append(f"clean {c['images']} images {c['seconds']:.1f} s (features {c['feature_seconds']:.1f} s)")
+for k, v in d.items():
+    if isinstance(v, dict) and "error" in v: parts.append(f"{k} ERROR {v['error']}")
+print("; ".join(parts))
+PY
+)
+echo "$bench_row"
 
-echo "== demo and a clean run on the device (default backbone)"
-demo_row="" clean_row=""
+echo "== demo on the device (default backbone)"
 "$tools/mirad" demo --device cuda --json >"$out/demo.json" 2>"$out/demo.err" || status=1
 demo_row=$(python3 - "$out/demo.json" <<'PY' || echo "demo failed: $(tail -2 "$out/demo.err")"
 import json, sys
@@ -101,16 +113,6 @@ print(f"demo on {d['device']}: {d['rejected_truly_defective']}/{d['contaminated'
 PY
 )
 echo "$demo_row"
-# mirad clean end to end on a 200-image category, GPU and the device's CPU cores.
-"$tools/mirad" synth --out /tmp/mirad-clean --categories wood --train 200 --test-good 4 \
-  --test-defect 1 --size 256 --json >/dev/null 2>&1 || status=1
-"$tools/mirad" contaminate /tmp/mirad-clean/wood --ratio 0.1 --manifest /tmp/mirad-clean/m.json >/dev/null 2>&1
-for dev in cuda cpu; do
-  "$tools/mirad" clean --data /tmp/mirad-clean/wood --contamination /tmp/mirad-clean/m.json \
-    --device $dev --out /tmp/mirad-clean/out-$dev --json >"$out/clean_$dev.json" 2>"$out/clean_$dev.err" || status=1
-  clean_row="$clean_row $(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); c=d['cleaning']; print(f\"{sys.argv[2]}: {d['seconds']:.1f} s (features {d['feature_seconds']:.1f} s), cleaning F1 {c['f1']:.3f};\")" "$out/clean_$dev.json" $dev 2>/dev/null || echo "$dev: failed ($(tail -1 "$out/clean_$dev.err"));")"
-done
-echo "clean, 220 images (200 good + 20 contaminants): $clean_row"
 
 {
   echo "# gpu_check report"
@@ -118,9 +120,8 @@ echo "clean, 220 images (200 good + 20 contaminants): $clean_row"
   echo "- date: $(date -u +%FT%TZ)"
   echo "- device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
   echo "- build: $how"
-  echo "- embed (256px synth images, MobileNetV2 224 input, batch 32):$embed_row"
+  echo "- mirad bench: $bench_row"
   echo "- $demo_row"
-  echo "- mirad clean, 220 images:$clean_row"
   echo
   echo '```'
   printf '%-26s %5s %6s %7s  %s\n' "test program" tests failed skipped verdict
@@ -144,11 +145,10 @@ echo "== summary ($how)"
 printf '%-26s %5s %6s %7s  %s\n' "test program" tests failed skipped verdict
 printf '%s\n' "${rows[@]}"
 echo "report: $final/gpu_report.md; overall: $([ $status -eq 0 ] && echo PASS || echo FAIL)"
-# At most 8 files come back: the report, the log, the benchmarks, the demo and clean JSON, and
-# up to two failing test programs' logs.
-cp "$out/gpu_report.md" "$out/bench.json" "$out/demo.json" "$final/" 2>/dev/null
-cp "$out"/clean_*.json "$final/" 2>/dev/null
-for f in $(grep -l -E "FAILED|Failure" "$out"/test_cuda_*.log 2>/dev/null | head -2); do cp "$f" "$final/"; done
+# At most 8 files come back: the report, the log, both benchmark JSONs, the demo's, and up to
+# three failing test programs' logs.
+cp "$out/gpu_report.md" "$out/bench.json" "$out/mirad_bench.json" "$out/demo.json" "$final/" 2>/dev/null
+for f in $(grep -l -E "FAILED|Failure" "$out"/test_cuda_*.log 2>/dev/null | head -3); do cp "$f" "$final/"; done
 sleep 1  # let tee flush the log before it is copied
 cp "$log" "$final/"
 exit $status
