@@ -6,8 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 arch="${1:-90}"
-MIRAD_BUILD_DIR=build-gpu MIRAD_CMAKE_ARGS="-DMIRAD_CUDA_ARCHITECTURES=$arch -DMIRAD_CORE_SHARED=ON" \
-  tools/setup.sh
+# MIRAD_BUNDLE_SKIP_BUILD=1 packs an existing build-gpu as it is.
+if [ -z "${MIRAD_BUNDLE_SKIP_BUILD:-}" ]; then
+  MIRAD_BUILD_DIR=build-gpu MIRAD_CMAKE_ARGS="-DMIRAD_CUDA_ARCHITECTURES=$arch -DMIRAD_CORE_SHARED=ON" \
+    tools/setup.sh
+fi
 stage=$(mktemp -d)
 mkdir -p "$stage/bin" "$stage/lib"
 for f in build-gpu/tests/test_* build-gpu/tools/mirad build-gpu/tools/mirad_bench; do

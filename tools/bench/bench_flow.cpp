@@ -20,6 +20,11 @@ struct Setup {
   int64_t N;
   Setup(int64_t D, int64_t N_, Device dev)
       : flow(make_config(D), dev), N(N_) {
+    // Production settings: the trainer runs without the per-call host checks (the parameter
+    // fingerprint alone copies every parameter to the host on CUDA).
+    FlowChecks checks = FlowChecks::none();
+    checks.host_sync = true;
+    flow.set_checks(checks);
     params = flow.init_params();
     grad = Buffer<float>(flow.n_params(), dev);
     hv = Buffer<float>(flow.n_params(), dev);

@@ -195,6 +195,7 @@ json bench_maml(const BenchOptions& o, Device dev) {
     json row = {{"dim", D}};
     for (bool second : {false, true}) {
       TrainSettings ts;
+      ts.mode = "maml";
       ts.second_order = second;
       TapTrainer tr(f, ts, dev);
       EpisodeScheduler src(images, {}, ts.support, ts.query, 5);
@@ -241,7 +242,8 @@ json bench_clean(const BenchOptions& o, Device dev, const fs::path& dir, int thr
   so.categories = {"wood"};
   so.n_train = int(o.clean_images);
   so.n_test_good = 2;
-  so.n_test_defect = 2;
+  // Enough defective test images for 10% contamination (5 defect types).
+  so.n_test_defect = int(o.clean_images / 50 + 1);
   ThreadPool pool(threads);
   synth::generate(so, pool);
   const Dataset clean = load_mvtec(dir / "synth" / "wood");
