@@ -34,6 +34,8 @@ nlohmann::json DetectorConfig::to_json() const {
         {"n_final", train.n_final},
         {"positions", train.positions},
         {"warm_start", train.warm_start},
+        {"cuda_graphs", train.cuda_graphs},
+        {"precision", train.precision},
         {"round_budget", train.round_budget}}},
       {"refine",
        {{"max_rounds", refine.max_rounds},
@@ -82,7 +84,8 @@ DetectorConfig DetectorConfig::from_json(const nlohmann::json& j) {
   if (top.has("train")) {
     JsonFields f(top.object("train"), "config.train",
                  {"mode", "second_order", "budget", "support", "query", "meta_batch", "n_inner",
-                  "inner_lr", "meta_lr", "n_final", "positions", "warm_start", "round_budget"});
+                  "inner_lr", "meta_lr", "n_final", "positions", "warm_start", "round_budget",
+                  "cuda_graphs", "precision"});
     f.string("mode", c.train.mode, {"plain", "maml"});
     f.boolean("second_order", c.train.second_order);
     f.integer("budget", c.train.budget, int64_t(1), int64_t(100000000));
@@ -96,6 +99,8 @@ DetectorConfig DetectorConfig::from_json(const nlohmann::json& j) {
     f.integer("positions", c.train.positions, int64_t(0), int64_t(1) << 30);
     f.boolean("warm_start", c.train.warm_start);
     f.number("round_budget", c.train.round_budget, 0.0, 1.0);
+    f.boolean("cuda_graphs", c.train.cuda_graphs);
+    f.string("precision", c.train.precision, {"fp32", "tf32"});
   }
   if (top.has("refine")) {
     JsonFields f(top.object("refine"), "config.refine",

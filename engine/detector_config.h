@@ -43,6 +43,12 @@ struct TrainSettings {
   int64_t n_final = 20;        // SGD steps adapting theta_0 on the retained set (MAML only)
   int64_t positions = 64;      // positions drawn per image per batch; 0 = all
   bool warm_start = true;      // rounds after the first start from the previous round's model
+  // CUDA: capture each training step as a CUDA graph and replay it, reading losses back every
+  // 10 steps instead of every step (same results as without; off = the eager loop).
+  bool cuda_graphs = true;
+  // CUDA: "fp32" (the default, matches the CPU to float rounding) or "tf32" (tensor cores for
+  // the flow's GEMMs; products rounded to 10 mantissa bits).
+  std::string precision = "fp32";
   double round_budget = 0.5;   // ... with this fraction of the budget
 };
 

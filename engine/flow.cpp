@@ -31,6 +31,7 @@ class FlowImpl {
   virtual const T* nll() const = 0;
   virtual const T* last_block_output() const = 0;
   virtual void synchronize() = 0;
+  virtual void set_tf32(bool on) = 0;
 };
 
 template <typename T, class Ops>
@@ -69,6 +70,10 @@ class FlowImplT final : public FlowImpl<T> {
   const T* nll() const override { return m_nll.data(); }
   const T* last_block_output() const override { return m_core.last_block_output(); }
   void synchronize() override { m_ops->synchronize(); }
+  void set_tf32(bool on) override {
+    if constexpr (Ops::device == Device::cuda) m_ops->set_tf32(on);
+    else (void)on;  // the CPU has no TF32: FP32 stays exact there
+  }
 
  private:
   static std::unique_ptr<Ops> make_ops(Stream s) {
@@ -151,6 +156,11 @@ CouplingFlow<T>::CouplingFlow(const FlowConfig& cfg, Device device, Stream strea
 
 template <typename T>
 CouplingFlow<T>::~CouplingFlow() = default;
+
+template <typename T>
+void CouplingFlow<T>::set_tf32(bool on) {
+  m_impl->set_tf32(on);
+}
 template <typename T>
 CouplingFlow<T>::CouplingFlow(CouplingFlow&&) noexcept = default;
 template <typename T>

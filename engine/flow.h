@@ -49,6 +49,8 @@ class CouplingFlow {
   Stream stream() const { return m_stream; }
   const FlowChecks& checks() const { return m_checks; }
   void set_checks(const FlowChecks& checks) { m_checks = checks; }
+  // CUDA: the GEMMs on TF32 tensor cores (a no-op on the CPU, which stays FP32).
+  void set_tf32(bool on);
   // The fixed permutation of block k (D indices): block input column perm[i] becomes column i.
   const std::vector<int32_t>& permutation(int64_t k) const { return m_perm_host.at(k); }
 

@@ -170,6 +170,27 @@ void Optimizer<T>::step(T* params, const T* grads, int64_t n, Stream stream) {
 }
 
 template <typename T>
+void Optimizer<T>::step_gated(T* params, const T* grads, int64_t n, Stream stream) {
+  CHECK_INPUT(n == m_n_params, "{} optimizer: state holds {} parameters but step() got {}", m_type,
+              m_n_params, n);
+#ifdef MIRAD_HAVE_CUDA
+  if constexpr (std::is_same_v<T, float>) {
+    if (m_device == Device::cuda) {
+      CHECK_THROW(m_status.size() >= 2);
+      optim::count_nonfinite_cuda(n, grads, m_status.data(), stream);
+      step_impl(params, grads, m_step + 1, m_status.data(), stream);
+      ++m_step;
+      return;
+    }
+  }
+#endif
+  try {
+    step(params, grads, n, stream);
+  } catch (const InputError&) {
+  }
+}
+
+template <typename T>
 void Optimizer<T>::reset(Stream stream) {
   for (auto& [name, buffer] : m_slots) buffer.zero(stream);
   m_step = 0;

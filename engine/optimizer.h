@@ -39,6 +39,11 @@ class Optimizer {
   // unchanged, when n != n_params() or when grads holds NaN/Inf (with the count and the first
   // index). With check_finite off a CUDA step is a single asynchronous kernel.
   void step(T* params, const T* grads, int64_t n, Stream stream = {});
+  // step() without any host round-trip, for device-resident training loops: on CUDA the
+  // update is gated on the device (a gradient with NaN/Inf leaves params and state as they
+  // were, silently; the caller watches its losses and parameters instead); on the CPU it is
+  // step() with the finite check, an InputError caught and ignored the same way.
+  void step_gated(T* params, const T* grads, int64_t n, Stream stream = {});
   // Zeroes the moments and the step count, as a freshly built optimizer.
   void reset(Stream stream = {});
 

@@ -65,6 +65,8 @@ class PatchBank {
   // A hash of image i's features: equal for exact duplicates, which cross-fit keeps in one
   // fold (else a flow would vouch for an image whose copy it trained on).
   uint64_t image_fingerprint(int64_t i) const { return m_fingerprints.at(i); }
+  // The [HW, cond_dim] positional-encoding table (device of the bank); null when cond_dim == 0.
+  const float* condition_table() const { return m_cond ? m_posenc.data() : nullptr; }
   // Gathers the given rows (image * HW + position, validated here) into `out`.
   void gather(const std::vector<int64_t>& rows, PatchBatch& out, Stream stream = {}) const;
 

@@ -1,7 +1,9 @@
 // Refinement checkpoints on disk: exact (doubles as 17-digit text, floats in safetensors), so a
 // resumed run continues bit for bit.
+#include <array>
 #include <cmath>
 #include <cstdlib>
+#include <limits>
 
 #include "engine/error.h"
 #include "engine/file_io.h"
@@ -40,6 +42,32 @@ std::vector<double> dvec_from(const json& j) {
   for (const auto& e : j) v.push_back(s2d(e));
   return v;
 }
+// Integers exactly as the writer stores them. nlohmann's get<int>() casts a double such as 1e300
+// to int, which is undefined behaviour (UBSan, found by tests/fuzz/fuzz_checkpoint), and wraps
+// an out-of-range integer silently.
+template <typename T>
+T int_from(const json& j) {
+  CHECK_INPUT(j.is_number_integer(), "checkpoint: expected an integer, got {}", json_excerpt(j));
+  if (j.is_number_unsigned()) {
+    const uint64_t v = j.get<uint64_t>();
+    CHECK_INPUT(v <= uint64_t(std::numeric_limits<T>::max()),
+                "checkpoint: integer {} out of range", v);
+    return T(v);
+  }
+  const int64_t v = j.get<int64_t>();
+  CHECK_INPUT(v >= int64_t(std::numeric_limits<T>::min()) &&
+                  (v < 0 || uint64_t(v) <= uint64_t(std::numeric_limits<T>::max())),
+              "checkpoint: integer {} out of range", v);
+  return T(v);
+}
+template <typename T>
+std::vector<T> ints_from(const json& j) {
+  CHECK_INPUT(j.is_array(), "checkpoint: expected an array of integers, got {}", json_excerpt(j));
+  std::vector<T> v;
+  for (const auto& e : j) v.push_back(int_from<T>(e));
+  return v;
+}
+
 json scale_json(const RobustScale& s) { return {d2s(s.median), d2s(s.iqr)}; }
 RobustScale scale_from(const json& j) { return {s2d(j.at(0)), s2d(j.at(1))}; }
 
@@ -70,12 +98,15 @@ ModelSet modelset_from(const json& taps, const std::string& name, const SafeTens
     const std::string base = fmt::format("{}.tap{}", name, t);
     TapParams p;
     p.flow = FlowConfig::from_json(taps[t].at("flow"));
-    p.theta0 = st.at(base + ".theta0").data;
-    p.theta = st.at(base + ".theta").data;
+    // Every vector must have the flow's parameter count: the flow kernels index them by it.
+    const std::array<int64_t, 1> n_params{FlowLayout(p.flow).n_params};
+    p.theta0 = st.at(base + ".theta0", n_params).data;
+    p.theta = st.at(base + ".theta", n_params).data;
     p.optimizer.type = taps[t].at("optimizer_type").get<std::string>();
-    p.optimizer.step = taps[t].at("optimizer_step").get<int64_t>();
+    p.optimizer.step = int_from<int64_t>(taps[t].at("optimizer_step"));
     for (const auto& slot : taps[t].at("optimizer_slots"))
-      p.optimizer.slots[slot.get<std::string>()] = st.at(base + ".opt." + slot.get<std::string>()).data;
+      p.optimizer.slots[slot.get<std::string>()] =
+          st.at(base + ".opt." + slot.get<std::string>(), n_params).data;
     m.taps.push_back(std::move(p));
   }
   return m;
@@ -147,54 +178,69 @@ std::optional<RefineCheckpoint> load_refine_checkpoint(const fs::path& dir) {
   if (!fs::exists(dir / "checkpoint.json", ec)) return std::nullopt;
   const std::string where = (dir / "checkpoint.json").string();
   const json j = read_json_file(dir / "checkpoint.json", uint64_t(1) << 30, 16);
-  CHECK_INPUT(j.is_object() && j.value("format", "") == kFormat && j.value("version", 0) == kVersion,
-              "checkpoint: {} is not a version-{} mirad refinement checkpoint", where, kVersion);
-  const auto bytes = read_file_bytes(dir / "checkpoint.safetensors", uint64_t(64) << 30);
-  CHECK_INPUT(sha256_hex(bytes) == j.at("tensors_sha256").get<std::string>(),
-              "checkpoint: {} and checkpoint.safetensors do not belong together (interrupted "
-              "write?); remove the folder to start over", where);
-  const SafeTensors st = parse_safetensors(bytes, (dir / "checkpoint.safetensors").string());
+  // Every JSON access below sits in the try: a missing key or a value of another type (here
+  // "format": 5 or no "tensors_sha256", found by tests/fuzz/fuzz_checkpoint) is a damaged file,
+  // not an internal error.
   try {
+    // Compared as JSON values: value("version", 0) would cast 1e300 to int (undefined).
+    CHECK_INPUT(j.is_object() && j.contains("format") && j["format"] == kFormat &&
+                    j.contains("version") && j["version"].is_number_integer() &&
+                    j["version"] == kVersion,
+                "checkpoint: {} is not a version-{} mirad refinement checkpoint", where, kVersion);
+    const auto bytes = read_file_bytes(dir / "checkpoint.safetensors", uint64_t(64) << 30);
+    CHECK_INPUT(sha256_hex(bytes) == j.at("tensors_sha256").get<std::string>(),
+                "checkpoint: {} and checkpoint.safetensors do not belong together (interrupted "
+                "write?); remove the folder to start over", where);
+    const SafeTensors st = parse_safetensors(bytes, (dir / "checkpoint.safetensors").string());
     RefineCheckpoint c;
     c.run_key = j.at("run_key").get<std::string>();
-    c.rounds_done = j.at("rounds_done").get<int>();
+    c.rounds_done = int_from<int>(j.at("rounds_done"));
     c.loop_done = j.at("loop_done").get<bool>();
     c.final_ready = j.at("final_ready").get<bool>();
     c.stop_reason = j.at("stop_reason").get<std::string>();
     for (const auto& r : j.at("rounds")) {
       RoundRecord rec;
-      rec.round = r.at("round").get<int>();
-      rec.scored = r.at("scored").get<std::vector<int64_t>>();
+      rec.round = int_from<int>(r.at("round"));
+      rec.scored = ints_from<int64_t>(r.at("scored"));
       rec.scores = dvec_from(r.at("scores"));
       rec.weights = dvec_from(r.at("weights"));
       rec.tau = s2d(r.at("tau"));
       rec.rule_detail = r.at("rule_detail").get<std::string>();
-      rec.rejected = r.at("rejected").get<std::vector<int64_t>>();
-      rec.nonfinite = r.at("nonfinite").get<int64_t>();
+      rec.rejected = ints_from<int64_t>(r.at("rejected"));
+      rec.nonfinite = int_from<int64_t>(r.at("nonfinite"));
       rec.min_keep_reached = r.at("min_keep_reached").get<bool>();
       rec.train_loss = s2d(r.at("train_loss"));
       rec.seconds = s2d(r.at("seconds"));
       c.rounds.push_back(std::move(rec));
     }
     for (const auto& r : j.at("rejected"))
-      c.rejected.push_back({r.at(0).get<int64_t>(), r.at(1).get<int>(), s2d(r.at(2)), s2d(r.at(3)),
-                            s2d(r.at(4))});
-    c.retained = j.at("retained").get<std::vector<int64_t>>();
+      c.rejected.push_back({int_from<int64_t>(r.at(0)), int_from<int>(r.at(1)), s2d(r.at(2)),
+                            s2d(r.at(3)), s2d(r.at(4))});
+    c.retained = ints_from<int64_t>(j.at("retained"));
     c.weights = dvec_from(j.at("weights"));
-    c.last_down = j.at("last_down").get<std::vector<int64_t>>();
+    c.last_down = ints_from<int64_t>(j.at("last_down"));
     const auto& prev = j.at("prev");
     for (size_t k = 0; k < prev.size(); ++k)
       c.prev.push_back(modelset_from(prev[k], fmt::format("prev{}", k), st));
-    c.has_prev = j.at("has_prev").get<std::vector<uint8_t>>();
+    c.has_prev = ints_from<uint8_t>(j.at("has_prev"));
     const auto& maps = j.at("maps");
-    c.last_maps.n_images = maps.at("n_images").get<int64_t>();
+    c.last_maps.n_images = int_from<int64_t>(maps.at("n_images"));
+    CHECK_INPUT(c.last_maps.n_images >= 0 && c.last_maps.n_images <= (int64_t(1) << 31),
+                "checkpoint: {} holds {} images", where, c.last_maps.n_images);
     for (size_t t = 0; t < maps.at("grids").size(); ++t) {
-      c.last_maps.grids.push_back({maps["grids"][t].at(0).get<int64_t>(), maps["grids"][t].at(1).get<int64_t>()});
+      const json& grid = maps["grids"][t];
+      const Grid g{int_from<int64_t>(grid.at(0)), int_from<int64_t>(grid.at(1))};
+      // Bounded first, so that the product below cannot overflow.
+      CHECK_INPUT(g.height >= 0 && g.width >= 0 && g.height <= 65536 && g.width <= 65536,
+                  "checkpoint: {} has a {}x{} map grid", where, g.height, g.width);
+      c.last_maps.grids.push_back(g);
       c.last_maps.nll.push_back(st.at(fmt::format("maps.tap{}", t)).data);
+      CHECK_INPUT(c.last_maps.nll.back().size() == size_t(c.last_maps.n_images) * size_t(g.size()),
+                  "checkpoint: {} tap {} maps do not fit their grid", where, t);
     }
-    c.last_scored = j.at("last_scored").get<std::vector<int64_t>>();
+    c.last_scored = ints_from<int64_t>(j.at("last_scored"));
     c.last_model = modelset_from(j.at("last_model"), "last", st);
-    c.flagged = j.at("flagged").get<std::vector<int64_t>>();
+    c.flagged = ints_from<int64_t>(j.at("flagged"));
     c.has_baseline = j.at("has_baseline").get<bool>();
     c.baseline = modelset_from(j.at("baseline"), "baseline", st);
     const auto& bs = j.at("baseline_stats");

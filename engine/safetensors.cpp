@@ -90,6 +90,9 @@ float half_to_float(uint16_t h) {
 }
 
 void convert(DType dtype, const uint8_t* src, int64_t n, float* dst) {
+  // A zero-size tensor's dst is an empty vector's null data(); memcpy(nullptr, src, 0) is
+  // undefined behaviour (UBSan, found by tests/fuzz/fuzz_safetensors).
+  if (n == 0) return;
   // The data section has no alignment guarantee, so every element goes through memcpy.
   switch (dtype) {
     case DType::f32:
@@ -337,6 +340,7 @@ std::vector<uint8_t> serialize_safetensors(const std::map<std::string, HostTenso
   std::memcpy(out.data() + 8, text.data(), text.size());
   uint8_t* data = out.data() + 8 + text.size();
   for (const auto& [name, t] : tensors) {
+    if (t.data.empty()) continue;  // data() may be null: no memcpy (see convert)
     std::memcpy(data, t.data.data(), t.data.size() * 4);
     data += t.data.size() * 4;
   }

@@ -8,6 +8,7 @@
 #include "engine/error.h"
 #include "engine/nvtx.h"
 #include "engine/optimizer.h"
+#include "kernels/patch_ops.h"
 #include "kernels/vec_ops.h"
 
 namespace mirad {
@@ -25,12 +26,40 @@ FlowChecks training_checks() {
 
 }  // namespace
 
+// What one captured step needs beyond the trainer's buffers: the graph, the host staging of the
+// step's bank rows (pinned, so the graph's copy is a true async DMA), their device copy, one
+// gathered batch per gather of the step, and per-step loss sums.
+struct TapTrainer::GraphStep {
+  StreamGraph graph;
+  StreamEvent copied;      // the step's index copy has run: the staging may be refilled
+  int64_t rows = 0;        // rows per gathered batch (fixed: a graph has fixed shapes)
+  int64_t n_batches = 0;   // plain: 1; MAML: 2 per task
+  float alpha = 0;         // the inner step the graph was captured with
+  PinnedBuffer<int64_t> idx_host;
+  Buffer<int64_t> idx_dev;
+  std::vector<PatchBatch> batches;
+  Buffer<float> ones;      // for loss sums by dot products
+  Buffer<double> losses;   // this step's loss sums (plain: 1; MAML: one per task)
+};
+
+namespace {
+
+Stream pick_stream(Device device, Stream given, const OwnedStream& own) {
+  return device == Device::cuda && !given.handle ? own.get() : given;
+}
+
+}  // namespace
+
 TapTrainer::TapTrainer(const FlowConfig& flow, const TrainSettings& train, Device device,
                        Stream stream)
-    : m_train(train), m_device(device), m_stream(stream), m_flow_s(flow, device, stream),
-      m_flow_q(flow, device, stream), m_alpha(float(train.inner_lr)) {
+    : m_train(train), m_device(device),
+      m_own_stream(device == Device::cuda && !stream.handle ? OwnedStream(device) : OwnedStream()),
+      m_stream(pick_stream(device, stream, m_own_stream)), m_flow_s(flow, device, m_stream),
+      m_flow_q(flow, device, m_stream), m_alpha(float(train.inner_lr)) {
   m_flow_s.set_checks(training_checks());
   m_flow_q.set_checks(training_checks());
+  m_flow_s.set_tf32(train.precision == "tf32");
+  m_flow_q.set_tf32(train.precision == "tf32");
   m_grad = Buffer<float>(n_params(), device);
   m_meta_grad = Buffer<float>(n_params(), device);
 }
@@ -99,6 +128,7 @@ TapTrainStats TapTrainer::train(VecView<float> theta, const PatchBank& bank,
   const int64_t steps = steps_for_budget(budget);
   const bool maml = m_train.mode != "plain";
   m_alpha = float(m_train.inner_lr);
+  if (graphs_enabled()) return train_graphed(theta, bank, source, steps, progress, state);
   const int64_t P = n_params();
   auto adam = make_optimizer<float>({{"type", "adam"}, {"lr", m_train.meta_lr}}, P, m_device);
   if (state && !state->slots.empty()) adam->import_state(*state, m_stream);
@@ -160,6 +190,191 @@ TapTrainStats TapTrainer::train(VecView<float> theta, const PatchBank& bank,
   st.final_inner_lr = m_alpha;
   if (state) *state = adam->export_state(m_stream);
   mem::synchronize(m_stream);
+  return st;
+}
+
+bool TapTrainer::graphs_enabled() const {
+  return m_train.cuda_graphs && stream_graphs_supported(m_device);
+}
+
+TapTrainStats TapTrainer::train_graphed(VecView<float> theta, const PatchBank& bank,
+                                        EpisodeSource& source, int64_t steps,
+                                        const TrainProgress& progress,
+                                        OptimizerState<float>* state) {
+  NVTX_RANGE("train_graphed");
+  const bool maml = m_train.mode != "plain";
+  const int64_t P = n_params(), B = maml ? m_train.meta_batch : 1;
+  const int64_t per_task = m_train.n_inner + 1 + (m_train.second_order ? 2 * m_train.n_inner : 0);
+  // The graph's flows read nothing back and never synchronise.
+  FlowChecks none = FlowChecks::none();
+  m_flow_s.set_checks(none);
+  m_flow_q.set_checks(none);
+  auto adam = make_optimizer<float>({{"type", "adam"}, {"lr", m_train.meta_lr}}, P, m_device);
+  if (state && !state->slots.empty()) adam->import_state(*state, m_stream);
+
+  // Draws a step's rows on the host: plain, one batch; MAML, support and query of B tasks.
+  auto draw = [&] {
+    std::vector<std::vector<int64_t>> r;
+    for (int64_t b = 0; b < B; ++b) {
+      if (maml) {
+        const Episode ep = source.next_task();
+        r.push_back(source.rows(ep.support, bank.hw(), m_train.positions));
+        r.push_back(source.rows(ep.query, bank.hw(), m_train.positions));
+      } else {
+        r.push_back(source.rows(source.next_batch(), bank.hw(), m_train.positions));
+      }
+    }
+    return r;
+  };
+  auto first = draw();
+  const int64_t rows = int64_t(first[0].size());
+  for (const auto& r : first)
+    CHECK_THROW(int64_t(r.size()) == rows);  // tasks of one size (pool >= |S| + |Q|)
+  GraphStep& g = *(m_graph = std::make_unique<GraphStep>());
+  g.rows = rows;
+  g.n_batches = int64_t(first.size());
+  g.idx_host = PinnedBuffer<int64_t>(size_t(g.n_batches * rows));
+  g.idx_dev = Buffer<int64_t>(size_t(g.n_batches * rows), m_device);
+  g.batches.resize(g.n_batches);
+  for (auto& pb : g.batches) {
+    pb.x = Buffer<float>(rows * bank.channels(), m_device);
+    if (bank.cond_dim()) pb.c = Buffer<float>(rows * bank.cond_dim(), m_device);
+    pb.rows = rows, pb.dim = bank.channels(), pb.cond_dim = bank.cond_dim();
+  }
+  g.ones = Buffer<float>::from_host(std::vector<float>(rows, 1.0f), m_device, m_stream);
+  g.losses = Buffer<double>(size_t(B), m_device);
+  g.copied = StreamEvent(m_device);
+  auto stage = [&](const std::vector<std::vector<int64_t>>& r) {
+    const int64_t n_rows = bank.n_images() * bank.hw();
+    for (int64_t k = 0; k < g.n_batches; ++k)
+      for (int64_t j = 0; j < rows; ++j) {
+        CHECK_THROW(r[k][j] >= 0 && r[k][j] < n_rows);
+        g.idx_host.data()[k * rows + j] = r[k][j];
+      }
+  };
+  // The step's device work: copy the staged rows, gather, gradient into m_grad (plain) or
+  // m_meta_grad (MAML), loss sums into g.losses.
+  auto body = [&] {
+    mem::copy(g.idx_dev.data(), m_device, g.idx_host.data(), Device::cpu,
+              sizeof(int64_t) * g.n_batches * rows, m_stream);
+    g.copied.record(m_stream);
+    const int64_t n_rows = bank.n_images() * bank.hw();
+    for (int64_t k = 0; k < g.n_batches; ++k) {
+      PatchBatch& pb = g.batches[k];
+      patchops::gather_rows(rows, g.idx_dev.data() + k * rows, bank.image_rows(0, bank.n_images()).data,
+                            bank.channels(), n_rows, bank.cond_dim() ? bank.condition_table() : nullptr,
+                            bank.hw(), bank.cond_dim(), pb.x.data(), bank.cond_dim() ? pb.c.data() : nullptr,
+                            m_device, m_stream);
+    }
+    if (!maml) {
+      m_flow_s.forward_async(theta, g.batches[0].xv(), g.batches[0].cv());
+      m_flow_s.backward(theta, g.batches[0].xv(), g.batches[0].cv(), m_grad);
+      vec::dot<float>(rows, m_flow_s.nll_device(), g.ones.data(), g.losses.data(), m_device, m_stream);
+      return;
+    }
+    vec::fill<float>(P, 0.0f, m_meta_grad.data(), m_device, m_stream);
+    for (int64_t b = 0; b < B; ++b) {
+      const PatchBatch& S = g.batches[2 * b];
+      const PatchBatch& Q = g.batches[2 * b + 1];
+      TaskData<float> task{S.xv(), S.cv(), Q.xv(), Q.cv()};
+      meta_gradient(m_flow_s, m_flow_q, VecView<const float>(theta), task, m_train.n_inner,
+                    g.alpha, m_train.second_order, VecView<float>(m_grad), m_ws);
+      vec::dot<float>(rows, m_flow_q.nll_device(), g.ones.data(), g.losses.data() + b, m_device,
+                      m_stream);
+      vec::axpy<float>(P, 1.0f, m_grad.data(), m_meta_grad.data(), m_device, m_stream);
+    }
+    vec::scale<float>(P, 1.0f / float(B), m_meta_grad.data(), m_device, m_stream);
+  };
+  // Captures the step with the current inner step; run once eagerly first so every workspace
+  // (flow caches, reduction scratch) exists before the capture.
+  auto recapture = [&] {
+    g.alpha = inner_step();
+    g.graph.reset();
+    Buffer<float> keep(P, m_device);
+    mem::copy(keep.data(), m_device, theta.data, m_device, sizeof(float) * P, m_stream);
+    body();
+    mem::copy(theta.data, m_device, keep.data(), m_device, sizeof(float) * P, m_stream);
+    mem::synchronize(m_stream);
+    g.graph.capture(m_stream, body);
+  };
+  stage(first);
+  recapture();
+
+  constexpr int64_t kCheckEvery = 10;
+  constexpr int kMaxDivergences = 3;
+  Buffer<float> good(P, m_device);
+  mem::copy(good.data(), m_device, theta.data, m_device, sizeof(float) * P, m_stream);
+  OptimizerState<float> good_state = adam->export_state(m_stream);
+  Buffer<double> ring(size_t(kCheckEvery * B), m_device);
+  Buffer<unsigned long long> bad_count(1, m_device);
+  TapTrainStats st;
+  std::vector<std::vector<int64_t>> next = std::move(first);
+  int64_t in_ring = 0, since_good = 0;
+  for (int64_t step = 0; step < steps; ++step) {
+    if (step > 0) {
+      next = draw();  // host work overlaps the previous step's device work
+      g.copied.synchronize();
+      stage(next);
+    }
+    g.graph.launch(m_stream);
+    st.evals += maml ? B * per_task : 1;
+    if (m_observer) m_observer(step, (maml ? m_meta_grad : m_grad).to_host(m_stream));
+    adam->step_gated(theta.data, (maml ? m_meta_grad : m_grad).data(), P, m_stream);
+    mem::copy(ring.data() + in_ring * B, m_device, g.losses.data(), m_device, sizeof(double) * B,
+              m_stream);
+    ++in_ring, ++since_good;
+    if (in_ring < kCheckEvery && step + 1 < steps) continue;
+    // Every few steps: the losses and a parameter check, one host round-trip.
+    bad_count.zero(m_stream);
+    vec::count_nonfinite<float>(P, theta.data, bad_count.data(), m_device, m_stream);
+    std::vector<double> losses(size_t(in_ring * B));
+    mem::copy(losses.data(), Device::cpu, ring.data(), m_device, sizeof(double) * losses.size(),
+              m_stream);
+    const bool params_bad = bad_count.to_host(m_stream)[0] != 0;
+    double sum = 0;
+    int64_t finite_steps = 0;
+    for (int64_t k = 0; k < in_ring; ++k) {
+      double step_loss = 0;
+      for (int64_t b = 0; b < B; ++b) step_loss += losses[k * B + b];
+      step_loss /= double(B * rows);
+      if (std::isfinite(step_loss)) sum += step_loss, ++finite_steps;
+    }
+    const int64_t window = in_ring;
+    in_ring = 0;
+    if (params_bad || finite_steps == 0) {
+      ++st.divergences;
+      mem::copy(theta.data, m_device, good.data(), m_device, sizeof(float) * P, m_stream);
+      mem::synchronize(m_stream);
+      CHECK_INPUT(st.divergences < kMaxDivergences,
+                  "training diverged {} times (non-finite loss or parameters; the learning rate "
+                  "and inner step were halved each time, the last try used {:.3g} and {:.3g}): "
+                  "lower train.meta_lr or train.inner_lr, or check the features",
+                  st.divergences, adam->learning_rate(), double(m_alpha));
+      adam->import_state(good_state, m_stream);
+      adam->set_learning_rate(adam->learning_rate() * 0.5);
+      m_alpha *= 0.5f;
+      if (maml) recapture();  // the inner step is a constant of the captured graph
+      since_good = 0;
+      continue;
+    }
+    // Steps whose loss was not finite were skipped on the device (the update is gated).
+    const double mean = sum / double(finite_steps);
+    if (st.steps == 0) st.first_loss = mean;
+    st.last_loss = mean;
+    st.steps += window;
+    mem::copy(good.data(), m_device, theta.data, m_device, sizeof(float) * P, m_stream);
+    good_state = adam->export_state(m_stream);
+    since_good = 0;
+    if (progress) progress(step + 1, steps, mean);
+  }
+  (void)since_good;
+  st.final_lr = adam->learning_rate();
+  st.final_inner_lr = m_alpha;
+  if (state) *state = adam->export_state(m_stream);
+  mem::synchronize(m_stream);
+  m_flow_s.set_checks(training_checks());
+  m_flow_q.set_checks(training_checks());
+  m_graph.reset();
   return st;
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/buffer.h"
+#include "engine/cuda_graph.h"
 #include "engine/detector_config.h"
 #include "engine/episodes.h"
 #include "engine/flow.h"
@@ -84,8 +85,17 @@ class TapTrainer {
   double maml_gradient(VecView<const float> theta, const PatchBank& bank, EpisodeSource& source,
                        TapTrainStats& st);
 
+  // Device-resident training (CUDA): the step is captured as a CUDA graph and replayed; losses
+  // and the parameter check are read every few steps instead of every step.
+  struct GraphStep;
+  bool graphs_enabled() const;
+  TapTrainStats train_graphed(VecView<float> theta, const PatchBank& bank, EpisodeSource& source,
+                              int64_t steps, const TrainProgress& progress,
+                              OptimizerState<float>* state);
+
   TrainSettings m_train;
   Device m_device;
+  OwnedStream m_own_stream;  // CUDA: a stream of our own (graphs cannot capture the null one)
   Stream m_stream;
   CouplingFlow<float> m_flow_s, m_flow_q;
   MamlWorkspace<float> m_ws;
@@ -93,6 +103,7 @@ class TapTrainer {
   Buffer<float> m_grad, m_meta_grad;
   GradientObserver m_observer;
   float m_alpha = 0;  // the current inner learning rate (train.inner_lr, halved on divergence)
+  std::unique_ptr<GraphStep> m_graph;
   // The SGD step on the summed NLL: alpha / D, i.e. alpha on the per-dimension NLL (CFlow's
   // loss scale). The NLL sums D dimensions, so its gradient grows with D; at alpha = 1e-3 on
   // the sum, one inner step threw a 112-channel flow to a query NLL of 1e37.

@@ -57,9 +57,12 @@ class CudaFlowOps {
   // flags is a device array of N bytes.
   void nonfinite_rows(int64_t N, int64_t D, const T* x, int64_t ldx, uint8_t* flags) const;
   void synchronize() const;
+  // TF32 tensor cores for the GEMMs (products rounded to 10 mantissa bits) or exact FP32.
+  void set_tf32(bool on);
 
  private:
   void* m_cublas = nullptr;  // cublasHandle_t bound to `stream`
+  void* m_workspace = nullptr;  // the handle's cuBLAS workspace (device memory)
 };
 
 }  // namespace mirad

@@ -58,13 +58,33 @@ CudaFlowOps::CudaFlowOps(Stream s) : stream(s) {
     cublasDestroy(handle);  // the constructor throws, so no destructor will run
     CUBLAS_CHECK_THROW(st);
   }
+  // A workspace of the handle's own: cuBLAS must not allocate while a training step is being
+  // captured as a CUDA graph (32 MiB, NVIDIA's recommendation for Hopper).
+  constexpr size_t kWorkspace = size_t(32) << 20;
+  if (cudaMalloc(&m_workspace, kWorkspace) == cudaSuccess) {
+    st = cublasSetWorkspace(handle, m_workspace, kWorkspace);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+      cudaFree(m_workspace);
+      cublasDestroy(handle);
+      CUBLAS_CHECK_THROW(st);
+    }
+  } else {
+    cudaGetLastError();  // no room for it: cuBLAS keeps its default workspace
+    m_workspace = nullptr;
+  }
   m_cublas = handle;
+}
+
+void CudaFlowOps::set_tf32(bool on) {
+  CUBLAS_CHECK_THROW(cublasSetMathMode(to_cublas(m_cublas),
+                                       on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
 }
 
 CudaFlowOps::~CudaFlowOps() {
   if (!m_cublas) return;
   // Destructors must not throw: report and carry on.
   const cublasStatus_t st = cublasDestroy(to_cublas(m_cublas));
+  if (m_workspace) CUDA_CHECK_PRINT(cudaFree(m_workspace));
   if (st != CUBLAS_STATUS_SUCCESS)
     std::fprintf(stderr, "%s:%d cublasDestroy failed: %s\n", __FILE__, __LINE__,
                  cublas_status_string(st));

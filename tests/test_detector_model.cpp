@@ -71,8 +71,16 @@ TEST(DetectorConfig, RejectsUnknownKeysWrongTypesAndRanges) {
   DetectorConfig c = DetectorConfig::from_json({{"refine", {{"rule", "mad"}}}, {"seed", 5}});
   EXPECT_DOUBLE_EQ(c.rule_k(), 3.0);
   EXPECT_EQ(DetectorConfig::from_json(c.to_json()).to_json(), c.to_json());
-  // Gradient evaluations per step: MAML second order, n_inner 1, B 4 -> 4 * (1 + 1 + 2).
-  EXPECT_EQ(DetectorConfig{}.evals_per_step(), 16);
+  // Gradient evaluations per step: plain (the default) one; MAML second order, n_inner 1,
+  // B 4 -> 4 * (1 + 1 + 2); first order 4 * (1 + 1); n_inner 3 -> 4 * (3 + 1 + 6).
+  EXPECT_EQ(DetectorConfig{}.evals_per_step(), 1);
+  DetectorConfig m = DetectorConfig::from_json({{"train", {{"mode", "maml"}}}});
+  EXPECT_EQ(m.evals_per_step(), 16);
+  m.train.second_order = false;
+  EXPECT_EQ(m.evals_per_step(), 8);
+  m.train.second_order = true;
+  m.train.n_inner = 3;
+  EXPECT_EQ(m.evals_per_step(), 40);
 }
 
 TEST(DetectorModel, SaveLoadRoundTrip) {

@@ -101,6 +101,23 @@ PY
 )
 echo "$bench_row"
 
+echo "== TF32 against FP32 for the flow GEMMs: image AUROC of the whole method (2 generated categories)"
+tf32_row=""
+for cat in wood tiles; do
+  d=/tmp/mirad-tf32
+  "$tools/mirad" synth --out $d --categories $cat --train 80 --test-good 20 --test-defect 6 \
+    --json >/dev/null 2>&1 || status=1
+  "$tools/mirad" contaminate $d/$cat --ratio 0.1 --manifest $d/$cat.json >/dev/null 2>&1
+  for prec in fp32 tf32; do
+    "$tools/mirad" train --data $d/$cat --contamination $d/$cat.json --device cuda \
+      --set train.precision=$prec --out $d/$cat-$prec --json >/dev/null 2>>"$out/tf32.err" || status=1
+    a=$("$tools/mirad" eval --model $d/$cat-$prec --data $d/$cat --contamination $d/$cat.json --json \
+      2>>"$out/tf32.err" | python3 -c "import json,sys; t=json.load(sys.stdin)['test']; print(f\"{t['image_auroc']:.4f}/{t['pixel_auroc']:.4f}\")" 2>/dev/null || echo failed)
+    tf32_row="$tf32_row $cat $prec $a;"
+  done
+done
+echo "image/pixel AUROC:$tf32_row"
+
 echo "== demo on the device (default backbone)"
 "$tools/mirad" demo --device cuda --json >"$out/demo.json" 2>"$out/demo.err" || status=1
 demo_row=$(python3 - "$out/demo.json" <<'PY' || echo "demo failed: $(tail -2 "$out/demo.err")"
@@ -121,6 +138,7 @@ echo "$demo_row"
   echo "- device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
   echo "- build: $how"
   echo "- mirad bench: $bench_row"
+  echo "- TF32 vs FP32, image/pixel AUROC (generated, r = 0.1):$tf32_row"
   echo "- $demo_row"
   echo
   echo '```'

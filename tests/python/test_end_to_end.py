@@ -55,8 +55,12 @@ def demo_refinement():
         print(f"seed {seed}: {hit}/{n_bad} contaminants rejected, {n_rej - hit} good images "
               f"rejected; image AUROC {before:.4f} -> {after:.4f}; {d['seconds']:.0f} s")
         check(hit >= 0.6 * n_bad, f"seed {seed}: most contaminants rejected ({hit}/{n_bad})")
-        check(n_rej - hit <= 0.25 * (50), f"seed {seed}: few good images rejected ({n_rej - hit})")
-        check(after >= before, f"seed {seed}: refinement does not lose AUROC ({before:.4f} -> {after:.4f})")
+        # Cross-fit scoring (the default) over five rounds peels a few good images off the
+        # skewed upper tail every round (the IQR rule always flags some): measured 11-14 of
+        # 50 on seeds 0-2 (cross-fit, IQR, 5 rounds). The bound keeps that from growing.
+        check(n_rej - hit <= 0.3 * 50, f"seed {seed}: few good images rejected ({n_rej - hit})")
+        # Measured +0.05 to +0.20 on seeds 0-2; refinement must really help, not merely not hurt.
+        check(after >= before + 0.02, f"seed {seed}: refinement gains image AUROC ({before:.4f} -> {after:.4f})")
 
 
 def product(tmp):

@@ -1,0 +1,116 @@
+// CUDA streams, events and graphs behind CUDA-free declarations.
+#include "engine/cuda_graph.h"
+
+#include "engine/error.h"
+#ifdef MIRAD_HAVE_CUDA
+#include "engine/cuda_error.h"
+#endif
+
+namespace mirad {
+
+#ifdef MIRAD_HAVE_CUDA
+
+namespace {
+cudaStream_t raw(Stream s) { return static_cast<cudaStream_t>(s.handle); }
+}  // namespace
+
+OwnedStream::OwnedStream(Device device) {
+  if (device != Device::cuda) return;
+  cudaStream_t s = nullptr;
+  CUDA_CHECK_THROW(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  m_stream.handle = s;
+}
+
+OwnedStream::~OwnedStream() {
+  if (m_stream.handle) {
+    CUDA_CHECK_PRINT(cudaStreamSynchronize(raw(m_stream)));
+    CUDA_CHECK_PRINT(cudaStreamDestroy(raw(m_stream)));
+  }
+}
+
+OwnedStream& OwnedStream::operator=(OwnedStream&& o) noexcept {
+  if (this != &o) {
+    OwnedStream tmp(std::move(o));
+    std::swap(m_stream, tmp.m_stream);
+  }
+  return *this;
+}
+
+StreamEvent::StreamEvent(Device device) {
+  if (device != Device::cuda) return;
+  cudaEvent_t e = nullptr;
+  CUDA_CHECK_THROW(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  m_event = e;
+}
+
+StreamEvent::~StreamEvent() {
+  if (m_event) CUDA_CHECK_PRINT(cudaEventDestroy(static_cast<cudaEvent_t>(m_event)));
+}
+
+void StreamEvent::record(Stream s) {
+  if (m_event) CUDA_CHECK_THROW(cudaEventRecord(static_cast<cudaEvent_t>(m_event), raw(s)));
+}
+
+void StreamEvent::synchronize() const {
+  if (m_event) CUDA_CHECK_THROW(cudaEventSynchronize(static_cast<cudaEvent_t>(m_event)));
+}
+
+StreamGraph::~StreamGraph() { reset(); }
+
+void StreamGraph::reset() {
+  if (m_exec) CUDA_CHECK_PRINT(cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(m_exec)));
+  m_exec = nullptr;
+}
+
+void StreamGraph::capture(Stream stream, const std::function<void()>& body) {
+  CHECK_THROW(stream.handle != nullptr);  // the legacy null stream cannot be captured
+  reset();
+  // Thread-local mode: other threads' unrelated CUDA calls do not invalidate this capture.
+  CUDA_CHECK_THROW(cudaStreamBeginCapture(raw(stream), cudaStreamCaptureModeThreadLocal));
+  cudaGraph_t graph = nullptr;
+  try {
+    body();
+  } catch (...) {
+    cudaStreamEndCapture(raw(stream), &graph);  // close the capture before rethrowing
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    throw;
+  }
+  CUDA_CHECK_THROW(cudaStreamEndCapture(raw(stream), &graph));
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t st = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  CUDA_CHECK_THROW(st);
+  m_exec = exec;
+}
+
+void StreamGraph::launch(Stream stream) const {
+  CHECK_THROW(m_exec != nullptr);
+  CUDA_CHECK_THROW(cudaGraphLaunch(static_cast<cudaGraphExec_t>(m_exec), raw(stream)));
+}
+
+bool stream_graphs_supported(Device device) { return device == Device::cuda && cuda_available(); }
+
+#else  // no CUDA: inert shells
+
+OwnedStream::OwnedStream(Device) {}
+OwnedStream::~OwnedStream() = default;
+OwnedStream& OwnedStream::operator=(OwnedStream&& o) noexcept {
+  std::swap(m_stream, o.m_stream);
+  return *this;
+}
+StreamEvent::StreamEvent(Device) {}
+StreamEvent::~StreamEvent() = default;
+void StreamEvent::record(Stream) {}
+void StreamEvent::synchronize() const {}
+StreamGraph::~StreamGraph() = default;
+void StreamGraph::reset() {}
+void StreamGraph::capture(Stream, const std::function<void()>&) {
+  throw InputError("CUDA graphs need a CUDA build and device");
+}
+void StreamGraph::launch(Stream) const { CHECK_THROW(false); }
+bool stream_graphs_supported(Device) { return false; }
+
+#endif
+
+}  // namespace mirad
