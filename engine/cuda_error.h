@@ -16,9 +16,13 @@ const char* cublas_status_string(cublasStatus_t s);
 #define CUDA_CHECK_THROW(x)                                                               \
   do {                                                                                    \
     cudaError_t mirad_err_ = (x);                                                         \
-    if (mirad_err_ != cudaSuccess)                                                        \
+    if (mirad_err_ != cudaSuccess) {                                                      \
+      /* Clear the runtime's last error: a caught failure must not be reported again by */ \
+      /* the next unrelated cudaGetLastError() (a kernel-launch check).                  */ \
+      (void)cudaGetLastError();                                                           \
       ::mirad::throw_at(__FILE__, __LINE__,                                               \
                         std::string(#x " failed: ") + cudaGetErrorString(mirad_err_));    \
+    }                                                                                     \
   } while (0)
 
 #define CUDA_CHECK_PRINT(x)                                                               \

@@ -48,7 +48,17 @@ StreamEvent::~StreamEvent() {
 }
 
 void StreamEvent::record(Stream s) {
-  if (m_event) CUDA_CHECK_THROW(cudaEventRecord(static_cast<cudaEvent_t>(m_event), raw(s)));
+  if (!m_event) return;
+  const auto e = static_cast<cudaEvent_t>(m_event);
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  CUDA_CHECK_THROW(cudaStreamIsCapturing(raw(s), &capturing));
+  // A plain record inside a capture only orders work within the graph and leaves the event
+  // unusable from the host (cudaEventSynchronize: "invalid argument", seen on the H200). An
+  // external record becomes a graph node that records the event at every replay.
+  if (capturing == cudaStreamCaptureStatusActive)
+    CUDA_CHECK_THROW(cudaEventRecordWithFlags(e, raw(s), cudaEventRecordExternal));
+  else
+    CUDA_CHECK_THROW(cudaEventRecord(e, raw(s)));
 }
 
 void StreamEvent::synchronize() const {

@@ -60,7 +60,11 @@ TEST(CudaTrainGraph, GraphReplayEqualsEagerTraining) {
 
 TEST(CudaTrainGraph, Tf32AgainstFp32) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-  for (int64_t D : {40, 112, 1024}) {
+  // The default backbone's taps. At D = 1024 these random parameters (noise 0.05, not scaled
+  // by fan-in) saturate the flow (mean NLL 2e11 on the H200, run 7 of docs/GPU.md): gradients
+  // there are cancellations of huge terms and TF32 was 100% off, which says nothing about
+  // trained flows; the whole-method AUROC check in tools/gpu_check.sh covers real use.
+  for (int64_t D : {40, 112}) {
     FlowConfig f;
     f.dim = D, f.seed = 5;
     const int64_t N = 2048;
