@@ -237,6 +237,8 @@ def write_report(a, results, cats, command):
     lines.append("")
     def seeds_of(m):
         return sorted({x["seed"] for x in results if x["method"] == m})
+    def cats_of(m):
+        return sorted({x["category"] for x in results if x["method"] == m})
     def table(title, get, ratios):
         lines.extend([f"### {title}", "", "| method | " + " | ".join(f"r = {r}" for r in ratios) + " |",
                       "| --- |" + " --- |" * len(ratios)])
@@ -245,7 +247,10 @@ def write_report(a, results, cats, command):
             for r in ratios:
                 runs = [x for x in results if x["method"] == m and x["ratio"] == r]
                 cells.append(mean_sd(per_seed_mean(runs, get)) if runs else "-")
-            lines.append(f"| {m} ({len(seeds_of(m))} seed{'s' if len(seeds_of(m)) > 1 else ''}) | " + " | ".join(cells) + " |")
+            # Methods may cover different categories (a long run cut short): say how many.
+            n_s, n_c = len(seeds_of(m)), len(cats_of(m))
+            lines.append(f"| {m} ({n_s} seed{'s' if n_s > 1 else ''}, {n_c} categor{'ies' if n_c > 1 else 'y'}) | "
+                         + " | ".join(cells) + " |")
         lines.append("")
     table("Image AUROC, common test subset", lambda r: r["subset"]["image_auroc"], a.ratios)
     table("Image AUROC, full test split", lambda r: r["test"]["image_auroc"], a.ratios)
