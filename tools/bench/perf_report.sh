@@ -68,7 +68,7 @@ for case, name in (("forward_backward", "BM_FlowForwardBackward"), ("hvp", "BM_F
         g = gf(b)
         tm = t.get((case, D))
         lines.append(f"| flow {case.replace('_', '+')} (4096 vectors) | {D} | {b['real_time']:.1f} | "
-                     f"{tm if tm else '-'} | {tm / b['real_time']:.2f}x |" if tm else
+                     f"{tm:.1f} | {tm / b['real_time']:.2f}x |" if tm else
                      f"| flow {case} | {D} | {b['real_time']:.1f} | - | - |")
         lines[-1] += f" {g:.1f} | {g / pk:.0%} |" if g else " - | - |"
 for D in (40, 112):
@@ -78,7 +78,8 @@ for D in (40, 112):
         g = gf(b)
         tm = t.get((key, D))
         lines.append(f"| MAML outer step, {'second' if order else 'first'} order (B = 4, 512 + 512 rows) | {D} | "
-                     f"{b['real_time']:.1f} | {tm if tm else '-'} | {tm / b['real_time']:.2f}x |" if tm else "")
+                     f"{b['real_time']:.1f} | {tm:.1f} | {tm / b['real_time']:.2f}x |" if tm else
+                     f"| MAML outer step, {'second' if order else 'first'} order | {D} | {b['real_time']:.1f} | - | - |")
         lines[-1] += f" {g:.1f} | {g / pk:.0%} |" if g else " - | - |"
 for D in (40, 112):
     a, b = m.get(f"BM_MamlStep/cpu/{D}/0"), m.get(f"BM_MamlStep/cpu/{D}/1")
@@ -97,6 +98,6 @@ lines += ["", "Sources: `build/tools/mirad_bench` (`tools/bench/bench_flow.cpp`,
           "`bench_backbone.cpp`), `tools/bench/torch_flow.py` (the same flow graph; the MAML step "
           "differentiates through the inner step with `create_graph`), `tools/bench/torch_backbone.py` "
           "(the same graph JSON and weights)."]
-open(report, "w").write("\n".join(l for l in lines if l) + "\n")
+open(report, "w").write("\n".join(lines) + "\n")
 print(open(report).read())
 PY
