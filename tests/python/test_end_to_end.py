@@ -25,16 +25,42 @@ def check(cond, what):
         failures.append(what)
 
 
+# Inputs no command may change (issue 7: the dataset tree, the backbone folder, the manifest,
+# the model and the feature file), hashed before and after every `mirad` call once registered.
+WATCHED = []
+guarded_calls = 0
+
+
+def watch(path):
+    WATCHED.append(path)
+
+
+def snapshot():
+    return {p: tree_hash(p) for p in WATCHED if os.path.exists(p)}
+
+
 def mirad(*args, ok=True):
+    global guarded_calls
+    before = snapshot()
     p = subprocess.run([MIRAD, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        text=True)
+    after = snapshot()
+    guarded_calls += 1
+    for path, h in before.items():
+        if after.get(path) != h:
+            check(False, f"mirad {' '.join(map(str, args))[:100]} changed its input {path}")
     if ok and p.returncode != 0:
         raise RuntimeError(f"mirad {' '.join(map(str, args))} failed ({p.returncode}): {p.stderr}")
     return p
 
 
 def tree_hash(root):
+    """Names, bytes and modification times of a folder's files (or of one file)."""
     h = hashlib.sha256()
+    if os.path.isfile(root):
+        h.update(open(root, "rb").read())
+        h.update(str(os.stat(root).st_mtime_ns).encode())
+        return h.hexdigest()
     for d, _, files in sorted(os.walk(root)):
         for f in sorted(files):
             p = os.path.join(d, f)
@@ -71,6 +97,7 @@ def product(tmp):
     manifest = os.path.join(tmp, "r20.json")
     mirad("contaminate", cat, "--ratio", 0.2, "--seed", 1, "--manifest", manifest)
     before = tree_hash(cat)
+    watch(cat), watch(manifest)
 
     # clean: outputs, evidence, export; the dataset is untouched.
     out = os.path.join(tmp, "cleaned")
@@ -90,14 +117,17 @@ def product(tmp):
     check(c["cleaning"]["contaminated"] == 4, "the manifest's 4 contaminants are known to clean")
     check(tree_hash(cat) == before, "clean leaves the dataset untouched")
     model = os.path.join(out, "model")
+    watch(model)
     info = json.loads(mirad("info", model, "--json").stdout)
     check(info["backbone_sha256"] and len(info["taps"]) == 2, "info reads the model")
 
     # A saved feature file gives the same model as computing the features.
     feats = os.path.join(tmp, "feats.safetensors")
     mirad("embed", os.path.join(cat, "train"), os.path.join(cat, "test"), "--out", feats)
+    watch(feats)
     m1, m2 = os.path.join(tmp, "m1"), os.path.join(tmp, "m2")
     mirad("train", "--data", cat, "--contamination", manifest, "--out", m1, *FAST)
+    watch(m1)
     mirad("train", "--data", cat, "--contamination", manifest, "--features", feats, "--out", m2, *FAST)
     f1 = open(os.path.join(m1, "flow.safetensors"), "rb").read()
     f2 = open(os.path.join(m2, "flow.safetensors"), "rb").read()
@@ -185,6 +215,7 @@ def main():
     if not os.path.exists(os.path.join(models, "efficientnet_lite0", "weights.safetensors")):
         print("SKIP: the default backbone is not converted (run tools/setup.sh with network)")
         return 77
+    watch(os.path.join(models, "efficientnet_lite0"))
     only = sys.argv[3] if len(sys.argv) > 3 and sys.argv[2] == "--only" else None
     with tempfile.TemporaryDirectory() as tmp:
         if only in (None, "product", "bad_input"):
@@ -193,6 +224,11 @@ def main():
                 bad_input(tmp, cat, manifest, model)
         if only in (None, "demo"):
             demo_refinement()
+    if only in (None, "product", "bad_input"):
+        # Failures were recorded call by call; this line says how much was guarded.
+        check(not any("changed its input" in f for f in failures),
+              f"no input changed across {guarded_calls} commands (watched: {len(WATCHED)} paths: "
+              "backbone, dataset, manifest, models, feature file)")
     print(f"{len(failures)} failures")
     return 1 if failures else 0
 

@@ -147,9 +147,10 @@ int run_demo(const DemoOptions& o) {
               bad.size(), 100.0 * o.contamination, data.test.size(), o.device.c_str(), cores);
   for (const auto& rec : rr.rounds)
     std::printf("round %d: tau %.3f, rejected %zu\n", rec.round, rec.tau, rec.rejected.size());
+  // Paths relative to the category: file names alone repeat across defect folders.
   for (const auto& r : rr.rejected)
     std::printf("  rejected %-48s score %7.3f%s\n",
-                tr.bank_images[r.image].filename().string().c_str(), r.score,
+                tr.bank_images[r.image].lexically_relative(cat.dir).string().c_str(), r.score,
                 bad.count(path_key(tr.bank_images[r.image])) ? "  [defective]" : "  [good]");
   std::printf("rejected %zu images: %lld of them defective, %lld of %zu defective images "
               "missed\n", rr.rejected.size(), (long long)truly,
