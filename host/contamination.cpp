@@ -69,7 +69,12 @@ std::vector<std::size_t> sample_without_replacement(std::size_t n, std::size_t k
 std::size_t contamination_count(double ratio, std::size_t n_train) {
   CHECK_INPUT(std::isfinite(ratio) && ratio >= 0.0,
               "contamination ratio must be a finite number >= 0, got {}", ratio);
-  return static_cast<std::size_t>(std::floor(ratio * static_cast<double>(n_train) + 1e-9));
+  const double n = std::floor(ratio * static_cast<double>(n_train) + 1e-9);
+  // A manifest's ratio of 1e300 asks for more images than a size_t counts, and casting such a
+  // double is undefined behaviour (UBSan, found by tests/fuzz/fuzz_manifest): refuse it here.
+  CHECK_INPUT(n < 0x1p64, "contamination ratio {} of {} training images asks for {} images", ratio,
+              n_train, n);
+  return static_cast<std::size_t>(n);
 }
 
 ContaminatedDataset contaminate(const Dataset& clean, const ContaminationOptions& options) {
