@@ -34,6 +34,9 @@ METHODS = {
     "rule=mad": ["refine.rule=mad"],
     "rule=gmm": ["refine.rule=gmm"],
     "soft": ["refine.soft=true"],
+    "rule=mad(in-sample)": ["refine.rule=mad", "refine.scoring=in_sample"],
+    "rule=gmm(in-sample)": ["refine.rule=gmm", "refine.scoring=in_sample"],
+    "soft(in-sample)": ["refine.soft=true", "refine.scoring=in_sample"],
 }
 
 
