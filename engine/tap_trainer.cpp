@@ -116,6 +116,24 @@ bool TapTrainer::gather_finite(const PatchBank& bank, EpisodeSource& source,
   return true;
 }
 
+void TapTrainer::recover_from_divergence(VecView<float> theta, const Buffer<float>& good,
+                                         const OptimizerState<float>& good_state,
+                                         Optimizer<float>& adam, TapTrainStats& st) {
+  ++st.divergences;
+  mem::copy(theta.data, m_device, good.data(), m_device, sizeof(float) * theta.size, m_stream);
+  mem::synchronize(m_stream);
+  CHECK_INPUT(st.divergences < kMaxDivergences,
+              "training diverged {} times (non-finite loss or parameters; the learning rate "
+              "and inner step were halved each time, the last try used {:.3g} and {:.3g}): "
+              "lower train.meta_lr or train.inner_lr, or check the features",
+              st.divergences, adam.learning_rate(), double(m_alpha));
+  adam.import_state(good_state, m_stream);
+  adam.set_learning_rate(adam.learning_rate() * 0.5);
+  // MAML's inner step can be what blows up (theta_1 = theta_0 - alpha*g with a large g): it is
+  // halved too, and the adaptation uses the reduced step.
+  m_alpha *= 0.5f;
+}
+
 TapTrainStats TapTrainer::train(VecView<float> theta, const PatchBank& bank,
                                 EpisodeSource& source, int64_t budget,
                                 const TrainProgress& progress, OptimizerState<float>* state) {
@@ -134,7 +152,6 @@ TapTrainStats TapTrainer::train(VecView<float> theta, const PatchBank& bank,
   if (state && !state->slots.empty()) adam->import_state(*state, m_stream);
   // The last good point the divergence guard returns to.
   constexpr int64_t kSnapshotEvery = 10;
-  constexpr int kMaxDivergences = 3;
   Buffer<float> good(P, m_device);
   mem::copy(good.data(), m_device, theta.data, m_device, sizeof(float) * P, m_stream);
   OptimizerState<float> good_state = adam->export_state(m_stream);
@@ -159,20 +176,7 @@ TapTrainStats TapTrainer::train(VecView<float> theta, const PatchBank& bank,
       diverged = bad_count.to_host(m_stream)[0] != 0;
     }
     if (diverged) {
-      ++st.divergences;
-      // Back to the last good point first, so even the error leaves usable parameters.
-      mem::copy(theta.data, m_device, good.data(), m_device, sizeof(float) * P, m_stream);
-      mem::synchronize(m_stream);
-      CHECK_INPUT(st.divergences < kMaxDivergences,
-                  "training diverged {} times (non-finite loss or parameters; the learning rate "
-                  "and inner step were halved each time, the last try used {:.3g} and {:.3g}): "
-                  "lower train.meta_lr or train.inner_lr, or check the features",
-                  st.divergences, adam->learning_rate(), double(m_alpha));
-      adam->import_state(good_state, m_stream);
-      adam->set_learning_rate(adam->learning_rate() * 0.5);
-      // MAML's inner step can be what blows up (theta_1 = theta_0 - alpha*g with a large g):
-      // it is halved too, and the adaptation uses the reduced step.
-      m_alpha *= 0.5f;
+      recover_from_divergence(theta, good, good_state, *adam, st);
       since_snapshot = 0;
       continue;
     }
@@ -301,7 +305,6 @@ TapTrainStats TapTrainer::train_graphed(VecView<float> theta, const PatchBank& b
   recapture();
 
   constexpr int64_t kCheckEvery = 10;
-  constexpr int kMaxDivergences = 3;
   Buffer<float> good(P, m_device);
   mem::copy(good.data(), m_device, theta.data, m_device, sizeof(float) * P, m_stream);
   OptimizerState<float> good_state = adam->export_state(m_stream);
@@ -342,17 +345,7 @@ TapTrainStats TapTrainer::train_graphed(VecView<float> theta, const PatchBank& b
     const int64_t window = in_ring;
     in_ring = 0;
     if (params_bad || finite_steps == 0) {
-      ++st.divergences;
-      mem::copy(theta.data, m_device, good.data(), m_device, sizeof(float) * P, m_stream);
-      mem::synchronize(m_stream);
-      CHECK_INPUT(st.divergences < kMaxDivergences,
-                  "training diverged {} times (non-finite loss or parameters; the learning rate "
-                  "and inner step were halved each time, the last try used {:.3g} and {:.3g}): "
-                  "lower train.meta_lr or train.inner_lr, or check the features",
-                  st.divergences, adam->learning_rate(), double(m_alpha));
-      adam->import_state(good_state, m_stream);
-      adam->set_learning_rate(adam->learning_rate() * 0.5);
-      m_alpha *= 0.5f;
+      recover_from_divergence(theta, good, good_state, *adam, st);
       if (maml) recapture();  // the inner step is a constant of the captured graph
       since_good = 0;
       continue;

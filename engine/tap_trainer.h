@@ -85,6 +85,14 @@ class TapTrainer {
   double maml_gradient(VecView<const float> theta, const PatchBank& bank, EpisodeSource& source,
                        TapTrainStats& st);
 
+  // After a divergence: theta back to `good` (before any error, so even the error leaves usable
+  // parameters), an error the kMaxDivergences-th time, else Adam's state restored and the
+  // learning rate and MAML's inner step halved.
+  static constexpr int kMaxDivergences = 3;
+  void recover_from_divergence(VecView<float> theta, const Buffer<float>& good,
+                               const OptimizerState<float>& good_state, Optimizer<float>& adam,
+                               TapTrainStats& st);
+
   // Device-resident training (CUDA): the step is captured as a CUDA graph and replayed; losses
   // and the parameter check are read every few steps instead of every step.
   struct GraphStep;
