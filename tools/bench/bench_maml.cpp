@@ -9,6 +9,7 @@
 
 #include "engine/patch_bank.h"
 #include "engine/tap_trainer.h"
+#include "tools/bench/random_bank.h"
 #include "kernels/flow_ops_cpu.h"
 #include "host/episode_scheduler.h"
 
@@ -22,14 +23,7 @@ void BM_MamlStep(benchmark::State& state, Device dev) {
   const bool second = state.range(1) != 0;
   FlowConfig f;
   f.dim = D;
-  const int64_t n_images = 32, H = 16, W = 16;
-  std::mt19937 rng(4);
-  std::normal_distribution<float> nd;
-  std::vector<float> rows(n_images * H * W * D);
-  for (float& v : rows) v = nd(rng);
-  PatchBank bank(rows, n_images, D, H, W, f.cond_dim, dev);
-  std::vector<int64_t> images(n_images);
-  for (int64_t i = 0; i < n_images; ++i) images[i] = i;
+  auto [bank, images] = bench::random_bank(D, f.cond_dim, dev);
   TrainSettings ts;
   ts.mode = "maml";
   ts.second_order = second;
@@ -56,14 +50,7 @@ void BM_TrainSteps(benchmark::State& state) {
   const int64_t D = state.range(0);
   FlowConfig f;
   f.dim = D;
-  const int64_t n_images = 32, H = 16, W = 16;
-  std::mt19937 rng(4);
-  std::normal_distribution<float> nd;
-  std::vector<float> rows(n_images * H * W * D);
-  for (float& v : rows) v = nd(rng);
-  PatchBank bank(rows, n_images, D, H, W, f.cond_dim, Device::cuda);
-  std::vector<int64_t> images(n_images);
-  for (int64_t i = 0; i < n_images; ++i) images[i] = i;
+  auto [bank, images] = bench::random_bank(D, f.cond_dim, Device::cuda);
   TrainSettings ts;
   ts.mode = state.range(1) ? "maml" : "plain";
   ts.cuda_graphs = state.range(2) != 0;

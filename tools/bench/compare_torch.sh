@@ -8,17 +8,8 @@ threads="${1:-2}"
 dims="${2:-96,256}"
 build="${MIRAD_BUILD_DIR:-build}"
 
-need=()
-for p in python3-torch libopenblas0-pthread; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
-fi
-# Debian's torch links the generic libblas.so.3; make sure the alternative points at OpenBLAS.
-blas_target=$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 || true)
+source tools/bench/torch_on_openblas.sh
 echo "libblas.so.3 -> ${blas_target}"
-case "$blas_target" in *openblas*) ;; *) echo "WARNING: torch would use the reference BLAS" ;; esac
 
 cmake --build "$build" --target mirad_bench >/dev/null
 filter="BM_Flow(ForwardBackward|Hvp)/cpu/($(echo "$dims" | tr ',' '|'))/4096"

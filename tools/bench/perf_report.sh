@@ -12,18 +12,7 @@ threads="${1:-2}"
 report="${2:-docs/PERF.md}"
 build="${MIRAD_BUILD_DIR:-build}"
 
-need=()
-for p in python3-torch libopenblas0-pthread; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  sudo_cmd=""
-  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
-blas_target=$(readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 || true)
-case "$blas_target" in *openblas*) ;; *) echo "torch would use the reference BLAS ($blas_target): refusing"; exit 2 ;; esac
+source tools/bench/torch_on_openblas.sh
 
 cmake --build "$build" --target mirad_bench >/dev/null
 out=$(mktemp -d)

@@ -32,6 +32,7 @@
 #include "host/resize.h"
 #include "host/synth.h"
 #include "host/thread_pool.h"
+#include "tools/bench/random_bank.h"
 #include "tools/cli/cli_checks.h"
 #include "tools/cli/job_common.h"
 
@@ -184,14 +185,7 @@ json bench_maml(const BenchOptions& o, Device dev) {
   for (int64_t D : {int64_t(40), int64_t(112)}) {
     FlowConfig f;
     f.dim = D;
-    const int64_t n_images = 32, H = 16, W = 16;
-    std::mt19937 rng(4);
-    std::normal_distribution<float> nd;
-    std::vector<float> rows(n_images * H * W * D);
-    for (float& v : rows) v = nd(rng);
-    PatchBank bank(rows, n_images, D, H, W, f.cond_dim, dev);
-    std::vector<int64_t> images(n_images);
-    for (int64_t i = 0; i < n_images; ++i) images[i] = i;
+    auto [bank, images] = bench::random_bank(D, f.cond_dim, dev);
     json row = {{"dim", D}};
     for (bool second : {false, true}) {
       TrainSettings ts;
