@@ -35,6 +35,7 @@ nlohmann::json DetectorConfig::to_json() const {
         {"positions", train.positions},
         {"warm_start", train.warm_start},
         {"cuda_graphs", train.cuda_graphs},
+        {"batched_tasks", train.batched_tasks},
         {"precision", train.precision},
         {"round_budget", train.round_budget}}},
       {"refine",
@@ -85,7 +86,7 @@ DetectorConfig DetectorConfig::from_json(const nlohmann::json& j) {
     JsonFields f(top.object("train"), "config.train",
                  {"mode", "second_order", "budget", "support", "query", "meta_batch", "n_inner",
                   "inner_lr", "meta_lr", "n_final", "positions", "warm_start", "round_budget",
-                  "cuda_graphs", "precision"});
+                  "cuda_graphs", "batched_tasks", "precision"});
     f.string("mode", c.train.mode, {"plain", "maml"});
     f.boolean("second_order", c.train.second_order);
     f.integer("budget", c.train.budget, int64_t(1), int64_t(100000000));
@@ -100,7 +101,8 @@ DetectorConfig DetectorConfig::from_json(const nlohmann::json& j) {
     f.boolean("warm_start", c.train.warm_start);
     f.number("round_budget", c.train.round_budget, 0.0, 1.0);
     f.boolean("cuda_graphs", c.train.cuda_graphs);
-    f.string("precision", c.train.precision, {"fp32", "tf32"});
+    f.boolean("batched_tasks", c.train.batched_tasks);
+    f.string("precision", c.train.precision, {"fp32", "tf32", "bf16"});
   }
   if (top.has("refine")) {
     JsonFields f(top.object("refine"), "config.refine",

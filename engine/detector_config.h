@@ -46,8 +46,13 @@ struct TrainSettings {
   // CUDA: capture each training step as a CUDA graph and replay it, reading losses back every
   // 10 steps instead of every step (same results as without; off = the eager loop).
   bool cuda_graphs = true;
-  // CUDA: "fp32" (the default, matches the CPU to float rounding) or "tf32" (tensor cores for
-  // the flow's GEMMs; products rounded to 10 mantissa bits).
+  // CUDA graphs, MAML: the meta-batch's B tasks run together (strided-batched GEMMs, one
+  // launch per op for all tasks) instead of one after another. Same meta-gradient up to float
+  // rounding (the CPU's batched path is bit-identical to the per-task one).
+  bool batched_tasks = true;
+  // CUDA: "fp32" (the default, matches the CPU to float rounding), "tf32" (tensor cores for
+  // the flow's GEMMs; products rounded to 10 mantissa bits) or "bf16" (tensor cores, operands
+  // rounded to 8 mantissa bits, FP32 accumulation).
   std::string precision = "fp32";
   double round_budget = 0.5;   // ... with this fraction of the budget
 };

@@ -32,6 +32,8 @@ class FlowImpl {
   virtual const T* last_block_output() const = 0;
   virtual void synchronize() = 0;
   virtual void set_tf32(bool on) = 0;
+  virtual void set_bf16(bool on) = 0;
+  virtual void set_tasks(int64_t B) = 0;
 };
 
 template <typename T, class Ops>
@@ -67,12 +69,17 @@ class FlowImplT final : public FlowImpl<T> {
       if (h[i]) bad.push_back(i);
     return bad;
   }
+  void set_tasks(int64_t B) override { m_core.set_tasks(B); }
   const T* nll() const override { return m_nll.data(); }
   const T* last_block_output() const override { return m_core.last_block_output(); }
   void synchronize() override { m_ops->synchronize(); }
   void set_tf32(bool on) override {
     if constexpr (Ops::device == Device::cuda) m_ops->set_tf32(on);
     else (void)on;  // the CPU has no TF32: FP32 stays exact there
+  }
+  void set_bf16(bool on) override {
+    if constexpr (Ops::device == Device::cuda) m_ops->set_bf16(on);
+    else (void)on;
   }
 
  private:
@@ -162,6 +169,21 @@ void CouplingFlow<T>::set_tf32(bool on) {
   m_impl->set_tf32(on);
 }
 template <typename T>
+void CouplingFlow<T>::set_precision(const std::string& precision) {
+  CHECK_INPUT(precision == "fp32" || precision == "tf32" || precision == "bf16",
+              "flow: precision must be fp32, tf32 or bf16 (got '{}')", precision);
+  m_impl->set_tf32(precision == "tf32");
+  m_impl->set_bf16(precision == "bf16");
+}
+
+template <typename T>
+void CouplingFlow<T>::set_tasks(int64_t B) {
+  CHECK_INPUT(B >= 1 && B <= 65535, "flow: tasks per call must be in [1, 65535] (got {})", B);
+  m_impl->set_tasks(B);
+  m_tasks = B;
+  m_cache = {};
+}
+template <typename T>
 CouplingFlow<T>::CouplingFlow(CouplingFlow&&) noexcept = default;
 template <typename T>
 CouplingFlow<T>& CouplingFlow<T>::operator=(CouplingFlow&&) noexcept = default;
@@ -181,11 +203,12 @@ Buffer<T> CouplingFlow<T>::init_params() const {
 
 template <typename T>
 void CouplingFlow<T>::check_params(VecView<const T> p, const char* what) const {
-  CHECK_INPUT(p.size == m_layout.n_params,
+  CHECK_INPUT(p.size == batch_params(),
               "flow: {} buffer has {} values, this flow (dim {}, cond_dim {}, {} blocks, "
-              "hidden {}) has {} parameters",
+              "hidden {}) has {} parameters{}",
               what, p.size, m_cfg.dim, m_cfg.cond_dim, m_cfg.n_blocks, m_cfg.hidden_width(),
-              m_layout.n_params);
+              batch_params(),
+              m_tasks > 1 ? fmt::format(" ({} tasks of {})", m_tasks, m_layout.n_params) : "");
   CHECK_INPUT(p.data != nullptr, "flow: {} buffer is null", what);
   CHECK_INPUT(p.device == m_device, "flow: {} buffer is on {}, the flow on {}", what,
               device_name(p.device), device_name(m_device));
@@ -276,6 +299,7 @@ void CouplingFlow<T>::check_values(VecView<const T> params, MatrixView<const T> 
                                    MatrixView<const T> c) {
   check_params(params, "parameter");
   check_rows(x, m_cfg.dim, "input x");
+  check_task_rows(x.rows);
   check_condition(c, x.rows);
   m_cache = {};
   if (m_checks.inputs) {
@@ -287,8 +311,14 @@ void CouplingFlow<T>::check_values(VecView<const T> params, MatrixView<const T> 
     }
   }
   if (m_checks.params)
-    CHECK_INPUT(!any_nonfinite(*m_impl, params.data, m_layout.n_params),
+    CHECK_INPUT(!any_nonfinite(*m_impl, params.data, batch_params()),
                 "flow: parameters hold NaN or Inf (diverged training?)");
+}
+
+template <typename T>
+void CouplingFlow<T>::check_task_rows(int64_t N) const {
+  CHECK_INPUT(N % m_tasks == 0, "flow: {} rows do not split into {} tasks of equal size", N,
+              m_tasks);
 }
 
 template <typename T>
@@ -347,6 +377,7 @@ void CouplingFlow<T>::inverse(VecView<const T> params, MatrixView<const T> z,
   check_rows(z, m_cfg.dim, "input z");
   check_rows(x, m_cfg.dim, "output x");
   CHECK_INPUT(x.rows == z.rows, "flow: output x has {} rows, z has {}", x.rows, z.rows);
+  check_task_rows(z.rows);
   check_condition(c, z.rows);
   auto bad = m_impl->nonfinite_rows(z.data, z.rows, m_cfg.dim);
   CHECK_INPUT(bad.empty(), "flow: input z has NaN or Inf in samples {}", list_rows(bad));
@@ -356,7 +387,7 @@ void CouplingFlow<T>::inverse(VecView<const T> params, MatrixView<const T> z,
     bad = m_impl->nonfinite_rows(c.data, z.rows, m_cfg.cond_dim);
     CHECK_INPUT(bad.empty(), "flow: condition has NaN or Inf in samples {}", list_rows(bad));
   }
-  CHECK_INPUT(!any_nonfinite(*m_impl, params.data, m_layout.n_params),
+  CHECK_INPUT(!any_nonfinite(*m_impl, params.data, batch_params()),
               "flow: parameters hold NaN or Inf (diverged training?)");
   m_cache = {};
   m_impl->inverse(params.data, z.data, c.data, z.rows, x.data);
@@ -387,17 +418,19 @@ void CouplingFlow<T>::hvp(VecView<const T> params, MatrixView<const T> x, Matrix
                           VecView<const T> v, VecView<T> grad, VecView<T> hv) {
   check_params(params, "parameter");
   check_params(v, "direction v");
-  check_params(grad, "gradient");
+  const bool want_grad = grad.data != nullptr || grad.size != 0;
+  if (want_grad) check_params(grad, "gradient");
   check_params(hv, "Hessian-vector product");
   // The reverse pass writes grad and hv while it still reads params and v.
-  CHECK_INPUT(grad.data != params.data && grad.data != v.data && hv.data != params.data &&
-                  hv.data != v.data && hv.data != grad.data,
+  CHECK_INPUT((!want_grad || (grad.data != params.data && grad.data != v.data &&
+                              hv.data != grad.data)) &&
+                  hv.data != params.data && hv.data != v.data,
               "flow: hvp() needs separate buffers for params, v, grad and hv");
   check_cached(params, x, c);
   if (m_checks.params)
-    CHECK_INPUT(!any_nonfinite(*m_impl, v.data, m_layout.n_params),
+    CHECK_INPUT(!any_nonfinite(*m_impl, v.data, batch_params()),
                 "flow: direction v holds NaN or Inf");
-  m_impl->hvp(params.data, c.data, v.data, grad.data, hv.data);
+  m_impl->hvp(params.data, c.data, v.data, want_grad ? grad.data : nullptr, hv.data);
   if (m_checks.host_sync) m_impl->synchronize();
 }
 
@@ -429,6 +462,7 @@ double CouplingFlow<T>::hvp_at(VecView<const T> params, MatrixView<const T> x,
 template <typename T>
 void CouplingFlow<T>::init_actnorm(VecView<T> params, MatrixView<const T> x,
                                    MatrixView<const T> c) {
+  CHECK_INPUT(m_tasks == 1, "flow: init_actnorm() is single-task (set_tasks(1) first)");
   check_params(params, "parameter");
   const int64_t D = m_cfg.dim;
   std::vector<T> h(params.size);

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "engine/buffer.h"
@@ -45,12 +46,25 @@ class CouplingFlow {
   const FlowConfig& config() const { return m_cfg; }
   const FlowLayout& layout() const { return m_layout; }
   int64_t n_params() const { return m_layout.n_params; }
+  // Batched tasks (MAML's meta-batch in one pass): after set_tasks(B), every parameter-shaped
+  // buffer (params, grad, v, hv) holds B parameter vectors one after another (batch_params()
+  // values), x and c hold B equal blocks of rows, and task b's rows are transformed by task b's
+  // parameters only. Losses, gradients and HVPs are then those of each task's own mean NLL, as
+  // if each task ran alone; every GEMM is one strided-batched call. Default 1. Invalidates the
+  // forward cache. init_params() and init_actnorm() stay single-task.
+  void set_tasks(int64_t B);
+  int64_t tasks() const { return m_tasks; }
+  int64_t batch_params() const { return m_tasks * m_layout.n_params; }
   Device device() const { return m_device; }
   Stream stream() const { return m_stream; }
   const FlowChecks& checks() const { return m_checks; }
   void set_checks(const FlowChecks& checks) { m_checks = checks; }
   // CUDA: the GEMMs on TF32 tensor cores (a no-op on the CPU, which stays FP32).
   void set_tf32(bool on);
+  // CUDA: the flow's GEMM precision, "fp32" (exact FP32, the default), "tf32" or "bf16"
+  // (tensor cores; BF16 products with FP32 accumulation, operands stay FP32 in memory). The
+  // CPU accepts all three and stays FP32. Anything else is an InputError.
+  void set_precision(const std::string& precision);
   // The fixed permutation of block k (D indices): block input column perm[i] becomes column i.
   const std::vector<int32_t>& permutation(int64_t k) const { return m_perm_host.at(k); }
 
@@ -87,7 +101,8 @@ class CouplingFlow {
   void backward(VecView<const T> params, MatrixView<const T> x, MatrixView<const T> c,
                 VecView<T> grad, MatrixView<T> grad_x = {});
   // Exact Hessian-vector product H*v of the mean NLL of the last forward() w.r.t. params,
-  // with the gradient as a by-product. Same rule as backward() for params, x and c.
+  // with the gradient as a by-product when grad is non-empty (an empty grad skips the
+  // parameter-gradient GEMMs). Same rule as backward() for params, x and c.
   void hvp(VecView<const T> params, MatrixView<const T> x, MatrixView<const T> c,
            VecView<const T> v, VecView<T> grad, VecView<T> hv);
   // forward() then backward() / hvp(): the forms that cannot use a stale cache. Return the
@@ -109,6 +124,7 @@ class CouplingFlow {
   void check_params(VecView<const T> p, const char* what) const;
   void check_rows(MatrixView<const T> m, int64_t cols, const char* what) const;
   void check_condition(MatrixView<const T> c, int64_t N) const;
+  void check_task_rows(int64_t N) const;
   void check_cached(VecView<const T> params, MatrixView<const T> x, MatrixView<const T> c) const;
   void check_values(VecView<const T> params, MatrixView<const T> x, MatrixView<const T> c);
   uint64_t fingerprint(VecView<const T> params, MatrixView<const T> x,
@@ -123,6 +139,7 @@ class CouplingFlow {
   std::vector<std::vector<int32_t>> m_perm_host;
   std::unique_ptr<FlowImpl<T>> m_impl;
   CacheKey m_cache;
+  int64_t m_tasks = 1;
 };
 
 extern template class CouplingFlow<float>;

@@ -7,6 +7,12 @@
 //   a1 = x1 W1a^T + c W1c^T + b1,  r = relu(a1),  o = r W2^T + b2 = [u | t]
 //   s = clamp*tanh(u/clamp),  y = [x1 | x2*exp(s) + t],  log_det += sum(s)
 // then ActNorm z = y*exp(ls) + b, and NLL = 0.5|z|^2 - log_det - sum(ls) + D/2 log(2 pi).
+//
+// Batched tasks (MAML's meta-batch): with set_tasks(B), params hold B parameter vectors of P
+// values one after another, the N rows are B tasks of N/B rows each, and task b's rows meet
+// only task b's parameters. Gradients and HVPs are those of each task's own mean NLL. Every
+// GEMM is one strided-batched call for all tasks, and bias broadcasts and bias gradients are
+// one launch each; ActNorm and the NLL, once per pass, run task by task.
 #pragma once
 
 #include <cstdint>
@@ -25,7 +31,13 @@ class FlowCore {
 
   // perm/inv_perm: n_blocks arrays of D indices each, concatenated, on Ops::device.
   FlowCore(const FlowConfig& cfg, Ops& ops, const int32_t* perm, const int32_t* inv_perm)
-      : m_cfg(cfg), m_layout(cfg), m_ops(ops), m_perm(perm), m_inv_perm(inv_perm) {}
+      : m_cfg(cfg), m_layout(cfg), m_ops(ops), m_perm(perm), m_inv_perm(inv_perm),
+        m_P(m_layout.n_params) {}
+
+  // B parameter vectors and B equal row blocks per call (see the top of this file). The
+  // caller guarantees that N is a multiple of B.
+  void set_tasks(int64_t B) { m_B = B; }
+  int64_t tasks() const { return m_B; }
 
   // z (N x D) and per-sample nll (N). Caches the activations backward() and hvp() reuse, so
   // they must be called with the same params, x and c as the last forward().
@@ -33,6 +45,7 @@ class FlowCore {
     const int64_t D = m_cfg.dim, d1 = m_cfg.d1(), d2 = m_cfg.d2(), K = m_cfg.n_blocks;
     ensure_workspace(N);
     m_N = N;
+    m_n = N / m_B;
     m_log_det.zero(m_ops.stream);
     const T* cur = x;
     for (int64_t k = 0; k < K; ++k) {
@@ -47,9 +60,13 @@ class FlowCore {
                              m_s.data() + k * N * d2, m_log_det.data());
       cur = y;
     }
-    const T* ls = params + m_layout.log_scale;
-    m_ops.actnorm_forward(N, D, ls, params + m_layout.bias, m_y_last.data(), m_z.data());
-    m_ops.nll_rows(N, D, m_z.data(), m_log_det.data(), ls, nll);
+    for (int64_t t = 0; t < m_B; ++t) {
+      const T* ls = params + t * m_P + m_layout.log_scale;
+      const int64_t r0 = t * m_n;
+      m_ops.actnorm_forward(m_n, D, ls, params + t * m_P + m_layout.bias,
+                            m_y_last.data() + r0 * D, m_z.data() + r0 * D);
+      m_ops.nll_rows(m_n, D, m_z.data() + r0 * D, m_log_det.data() + r0, ls, nll + r0);
+    }
     if (z) mem::copy(z, Ops::device, m_z.data(), Ops::device, sizeof(T) * N * D, m_ops.stream);
   }
 
@@ -58,9 +75,12 @@ class FlowCore {
   void inverse(const T* params, const T* z, const T* c, int64_t N, T* x) {
     const int64_t D = m_cfg.dim, d1 = m_cfg.d1(), d2 = m_cfg.d2();
     ensure_workspace(N);
+    m_n = N / m_B;
     T* y = m_y_tmp[0].data();
     T* xp = m_y_tmp[1].data();
-    m_ops.actnorm_inverse(N, D, params + m_layout.log_scale, params + m_layout.bias, z, y);
+    for (int64_t t = 0; t < m_B; ++t)
+      m_ops.actnorm_inverse(m_n, D, params + t * m_P + m_layout.log_scale,
+                            params + t * m_P + m_layout.bias, z + t * m_n * D, y + t * m_n * D);
     for (int64_t k = m_cfg.n_blocks - 1; k >= 0; --k) {
       const BlockOffsets& bo = m_layout.blocks[k];
       subnet_forward(params, bo, y, c, N, act(m_a1, 0), act(m_r, 0), m_o.data());
@@ -76,10 +96,14 @@ class FlowCore {
   // null, w.r.t. the input x.
   void backward(const T* params, const T* c, T* g_params, T* g_x) {
     const int64_t N = m_N, D = m_cfg.dim;
-    const T inv_n = T(1) / T(N);
+    const T inv_n = T(1) / T(m_n);
     T* g = m_g.data();
-    m_ops.actnorm_backward(N, D, inv_n, params + m_layout.log_scale, params + m_layout.bias, m_z.data(),
-                           g, g_params + m_layout.log_scale, g_params + m_layout.bias);
+    for (int64_t t = 0; t < m_B; ++t) {
+      const int64_t r0 = t * m_n, p0 = t * m_P;
+      m_ops.actnorm_backward(m_n, D, inv_n, params + p0 + m_layout.log_scale,
+                             params + p0 + m_layout.bias, m_z.data() + r0 * D, g + r0 * D,
+                             g_params + p0 + m_layout.log_scale, g_params + p0 + m_layout.bias);
+    }
     for (int64_t k = m_cfg.n_blocks - 1; k >= 0; --k) {
       block_backward(params, c, k, g, g_params, nullptr, nullptr, nullptr);
       T* dst = (k == 0 && g_x) ? g_x : m_g_tmp.data();
@@ -90,7 +114,9 @@ class FlowCore {
 
   // Exact H*v of mean NLL w.r.t. the parameters (v has the parameter layout), together with the
   // gradient, by propagating tangents along v through the forward pass and then through the
-  // reverse pass. Uses the activations cached by the last forward().
+  // reverse pass. Uses the activations cached by the last forward(). g_params may be null:
+  // the parameter gradient is then not formed (MAML's backward sweep only needs H*v), which
+  // saves a third of the reverse pass's GEMMs.
   void hvp(const T* params, const T* c, const T* v, T* g_params, T* hv) {
     const int64_t N = m_N, D = m_cfg.dim, d1 = m_cfg.d1(), d2 = m_cfg.d2();
     const int64_t K = m_cfg.n_blocks;
@@ -114,17 +140,24 @@ class FlowCore {
       x_dot_in = y_dot;
     }
     T* z_dot = m_z_dot.data();
-    const T* ls = params + m_layout.log_scale;
-    m_ops.actnorm_tangent(N, D, ls, v + m_layout.log_scale, v + m_layout.bias, m_y_last.data(),
-                          x_dot_in, z_dot);
     // Reverse pass carrying (g, g_dot) together.
-    const T inv_n = T(1) / T(N);
+    const T inv_n = T(1) / T(m_n);
     T* g = m_g.data();
     T* g_dot = m_g_dot.data();
-    m_ops.actnorm_backward_hvp(N, D, inv_n, ls, params + m_layout.bias, v + m_layout.log_scale,
-                               v + m_layout.bias, m_z.data(), z_dot, g, g_dot,
-                               g_params + m_layout.log_scale, g_params + m_layout.bias,
-                               hv + m_layout.log_scale, hv + m_layout.bias);
+    for (int64_t t = 0; t < m_B; ++t) {
+      const int64_t r0 = t * m_n * D, p0 = t * m_P;
+      const T* ls = params + p0 + m_layout.log_scale;
+      const T* vt = v + p0;
+      m_ops.actnorm_tangent(m_n, D, ls, vt + m_layout.log_scale, vt + m_layout.bias,
+                            m_y_last.data() + r0, x_dot_in + r0, z_dot + r0);
+      // Without g_params the ActNorm gradient still has to go somewhere: scratch.
+      T* g_ls = g_params ? g_params + p0 + m_layout.log_scale : m_actnorm_scratch.data();
+      T* g_b = g_params ? g_params + p0 + m_layout.bias : m_actnorm_scratch.data() + D;
+      m_ops.actnorm_backward_hvp(m_n, D, inv_n, ls, params + p0 + m_layout.bias,
+                                 vt + m_layout.log_scale, vt + m_layout.bias, m_z.data() + r0,
+                                 z_dot + r0, g + r0, g_dot + r0, g_ls, g_b,
+                                 hv + p0 + m_layout.log_scale, hv + p0 + m_layout.bias);
+    }
     for (int64_t k = K - 1; k >= 0; --k) {
       block_backward(params, c, k, g, g_params, v, g_dot, hv);
       m_ops.gather_cols(N, D, m_inv_perm + k * D, g, D, m_g_tmp.data(), D);
@@ -146,13 +179,16 @@ class FlowCore {
                       int64_t N, T* a1, T* r, T* o) {
     const int64_t D = m_cfg.dim, d1 = m_cfg.d1(), d2 = m_cfg.d2(), H = m_cfg.hidden_width();
     const int64_t C = m_cfg.cond_dim, ldw1 = d1 + C;
-    m_ops.broadcast_rows(N, H, params + bo.b1, a1, H);
-    m_ops.gemm(false, true, N, H, d1, T(1), xp, D, params + bo.w1, ldw1, T(1), a1, H);
+    const int64_t n = m_n;
+    bias_rows(params + bo.b1, a1, H);
+    gemm(false, true, n, H, d1, T(1), rows(xp, D), par(params + bo.w1, ldw1), T(1), rows_out(a1, H));
     if (C > 0)
-      m_ops.gemm(false, true, N, H, C, T(1), c, C, params + bo.w1 + d1, ldw1, T(1), a1, H);
+      gemm(false, true, n, H, C, T(1), rows(c, C), par(params + bo.w1 + d1, ldw1), T(1),
+           rows_out(a1, H));
     m_ops.relu(N * H, a1, r);
-    m_ops.broadcast_rows(N, 2 * d2, params + bo.b2, o, 2 * d2);
-    m_ops.gemm(false, true, N, 2 * d2, H, T(1), r, H, params + bo.w2, H, T(1), o, 2 * d2);
+    bias_rows(params + bo.b2, o, 2 * d2);
+    gemm(false, true, n, 2 * d2, H, T(1), rows(r, H), par(params + bo.w2, H), T(1),
+         rows_out(o, 2 * d2));
   }
 
   // Tangent of subnet_forward along v: r_dot (cached per block) and o_dot (m_o_dot).
@@ -163,16 +199,21 @@ class FlowCore {
     T* a_dot = m_a_dot.data();
     T* r_dot = m_r_dot.data() + k * N * H;
     T* o_dot = m_o_dot.data();
-    m_ops.broadcast_rows(N, H, v + bo.b1, a_dot, H);
+    const int64_t n = m_n;
+    bias_rows(v + bo.b1, a_dot, H);
     if (x_moves)
-      m_ops.gemm(false, true, N, H, d1, T(1), xp_dot, D, params + bo.w1, ldw1, T(1), a_dot, H);
-    m_ops.gemm(false, true, N, H, d1, T(1), xp, D, v + bo.w1, ldw1, T(1), a_dot, H);
-    if (C > 0) m_ops.gemm(false, true, N, H, C, T(1), c, C, v + bo.w1 + d1, ldw1, T(1), a_dot, H);
+      gemm(false, true, n, H, d1, T(1), rows(xp_dot, D), par(params + bo.w1, ldw1), T(1),
+           rows_out(a_dot, H));
+    gemm(false, true, n, H, d1, T(1), rows(xp, D), par(v + bo.w1, ldw1), T(1), rows_out(a_dot, H));
+    if (C > 0)
+      gemm(false, true, n, H, C, T(1), rows(c, C), par(v + bo.w1 + d1, ldw1), T(1),
+           rows_out(a_dot, H));
     m_ops.relu_mask(N * H, m_a1.data() + k * N * H, a_dot, r_dot);
-    m_ops.broadcast_rows(N, 2 * d2, v + bo.b2, o_dot, 2 * d2);
-    m_ops.gemm(false, true, N, 2 * d2, H, T(1), r_dot, H, params + bo.w2, H, T(1), o_dot, 2 * d2);
-    m_ops.gemm(false, true, N, 2 * d2, H, T(1), m_r.data() + k * N * H, H, v + bo.w2, H,
-               T(1), o_dot, 2 * d2);
+    bias_rows(v + bo.b2, o_dot, 2 * d2);
+    gemm(false, true, n, 2 * d2, H, T(1), rows(r_dot, H), par(params + bo.w2, H), T(1),
+         rows_out(o_dot, 2 * d2));
+    gemm(false, true, n, 2 * d2, H, T(1), rows(m_r.data() + k * N * H, H), par(v + bo.w2, H),
+         T(1), rows_out(o_dot, 2 * d2));
   }
 
   // Reverse pass through block k. On entry g holds dL/dy (block coordinates); on exit dL/dxp.
@@ -182,7 +223,8 @@ class FlowCore {
     const int64_t N = m_N, D = m_cfg.dim, d1 = m_cfg.d1(), d2 = m_cfg.d2();
     const int64_t H = m_cfg.hidden_width(), C = m_cfg.cond_dim, ldw1 = d1 + C, d2x2 = 2 * d2;
     const BlockOffsets& bo = m_layout.blocks[k];
-    const T inv_n = T(1) / T(N);
+    const int64_t n = m_n;
+    const T inv_n = T(1) / T(n);
     const T* xp = m_xp.data() + k * N * D;
     const T* s = m_s.data() + k * N * d2;
     const T* a1 = m_a1.data() + k * N * H;
@@ -199,43 +241,97 @@ class FlowCore {
                                   m_g_o_dot.data());
     }
     // W2, b2: dL/dW2 = g_o^T r.
-    m_ops.gemm(true, false, d2x2, H, N, T(1), g_o, d2x2, r, H, T(0), g_params + bo.w2, H);
-    m_ops.col_sum(N, d2x2, g_o, d2x2, T(0), g_params + bo.b2);
+    if (g_params) {
+      gemm(true, false, d2x2, H, n, T(1), rows(g_o, d2x2), rows(r, H), T(0),
+           par_out(g_params + bo.w2, H));
+      task_col_sum(d2x2, g_o, d2x2, T(0), g_params + bo.b2);
+    }
     // Through W2 and the ReLU: g_a = (g_o W2) * [a1 > 0].
-    m_ops.gemm(false, false, N, H, d2x2, T(1), g_o, d2x2, params + bo.w2, H, T(0), g_a, H);
+    gemm(false, false, n, H, d2x2, T(1), rows(g_o, d2x2), par(params + bo.w2, H), T(0),
+         rows_out(g_a, H));
     m_ops.relu_mask(N * H, a1, g_a, g_a);
     if (second) {
       const T* r_dot = m_r_dot.data() + k * N * H;
       const T* g_o_dot = m_g_o_dot.data();
       T* g_a_dot = m_g_a_dot.data();
       // R{dL/dW2} = g_o_dot^T r + g_o^T r_dot.
-      m_ops.gemm(true, false, d2x2, H, N, T(1), g_o_dot, d2x2, r, H, T(0), hv + bo.w2, H);
-      m_ops.gemm(true, false, d2x2, H, N, T(1), g_o, d2x2, r_dot, H, T(1), hv + bo.w2, H);
-      m_ops.col_sum(N, d2x2, g_o_dot, d2x2, T(0), hv + bo.b2);
+      gemm(true, false, d2x2, H, n, T(1), rows(g_o_dot, d2x2), rows(r, H), T(0),
+           par_out(hv + bo.w2, H));
+      gemm(true, false, d2x2, H, n, T(1), rows(g_o, d2x2), rows(r_dot, H), T(1),
+           par_out(hv + bo.w2, H));
+      task_col_sum(d2x2, g_o_dot, d2x2, T(0), hv + bo.b2);
       // R{g_a} = (g_o_dot W2 + g_o W2_dot) * [a1 > 0]; ReLU has no curvature almost everywhere.
-      m_ops.gemm(false, false, N, H, d2x2, T(1), g_o_dot, d2x2, params + bo.w2, H, T(0), g_a_dot,
-                 H);
-      m_ops.gemm(false, false, N, H, d2x2, T(1), g_o, d2x2, v + bo.w2, H, T(1), g_a_dot, H);
+      gemm(false, false, n, H, d2x2, T(1), rows(g_o_dot, d2x2), par(params + bo.w2, H), T(0),
+           rows_out(g_a_dot, H));
+      gemm(false, false, n, H, d2x2, T(1), rows(g_o, d2x2), par(v + bo.w2, H), T(1),
+           rows_out(g_a_dot, H));
       m_ops.relu_mask(N * H, a1, g_a_dot, g_a_dot);
       // R{dL/dW1} = g_a_dot^T [x1, c] + g_a^T [x1_dot, 0].
       const T* xp_dot = m_xp_dot.data() + k * N * D;
-      m_ops.gemm(true, false, H, d1, N, T(1), g_a_dot, H, xp, D, T(0), hv + bo.w1, ldw1);
+      gemm(true, false, H, d1, n, T(1), rows(g_a_dot, H), rows(xp, D), T(0),
+           par_out(hv + bo.w1, ldw1));
       if (k > 0)
-        m_ops.gemm(true, false, H, d1, N, T(1), g_a, H, xp_dot, D, T(1), hv + bo.w1, ldw1);
+        gemm(true, false, H, d1, n, T(1), rows(g_a, H), rows(xp_dot, D), T(1),
+             par_out(hv + bo.w1, ldw1));
       if (C > 0)
-        m_ops.gemm(true, false, H, C, N, T(1), g_a_dot, H, c, C, T(0), hv + bo.w1 + d1, ldw1);
-      m_ops.col_sum(N, H, g_a_dot, H, T(0), hv + bo.b1);
+        gemm(true, false, H, C, n, T(1), rows(g_a_dot, H), rows(c, C), T(0),
+             par_out(hv + bo.w1 + d1, ldw1));
+      task_col_sum(H, g_a_dot, H, T(0), hv + bo.b1);
       // R{dL/dx1} += g_a_dot W1a + g_a W1a_dot.
-      m_ops.gemm(false, false, N, d1, H, T(1), g_a_dot, H, params + bo.w1, ldw1, T(1), g_dot, D);
-      m_ops.gemm(false, false, N, d1, H, T(1), g_a, H, v + bo.w1, ldw1, T(1), g_dot, D);
+      gemm(false, false, n, d1, H, T(1), rows(g_a_dot, H), par(params + bo.w1, ldw1), T(1),
+           rows_out(g_dot, D));
+      gemm(false, false, n, d1, H, T(1), rows(g_a, H), par(v + bo.w1, ldw1), T(1),
+           rows_out(g_dot, D));
     }
     // W1, b1: dL/dW1 = g_a^T [x1, c].
-    m_ops.gemm(true, false, H, d1, N, T(1), g_a, H, xp, D, T(0), g_params + bo.w1, ldw1);
-    if (C > 0)
-      m_ops.gemm(true, false, H, C, N, T(1), g_a, H, c, C, T(0), g_params + bo.w1 + d1, ldw1);
-    m_ops.col_sum(N, H, g_a, H, T(0), g_params + bo.b1);
+    if (g_params) {
+      gemm(true, false, H, d1, n, T(1), rows(g_a, H), rows(xp, D), T(0),
+           par_out(g_params + bo.w1, ldw1));
+      if (C > 0)
+        gemm(true, false, H, C, n, T(1), rows(g_a, H), rows(c, C), T(0),
+             par_out(g_params + bo.w1 + d1, ldw1));
+      task_col_sum(H, g_a, H, T(0), g_params + bo.b1);
+    }
     // x1 feeds both y1 (identity) and the subnet: dL/dx1 = dL/dy1 + g_a W1a.
-    m_ops.gemm(false, false, N, d1, H, T(1), g_a, H, params + bo.w1, ldw1, T(1), g, D);
+    gemm(false, false, n, d1, H, T(1), rows(g_a, H), par(params + bo.w1, ldw1), T(1),
+         rows_out(g, D));
+  }
+
+  // One operand of a per-task GEMM: task b's block starts at p + b*stride. Row blocks advance
+  // by the task's rows, parameter blocks by P.
+  template <typename Ptr>
+  struct Operand {
+    Ptr p;
+    int64_t ld, stride;
+  };
+  Operand<const T*> rows(const T* p, int64_t ld) const { return {p, ld, m_n * ld}; }
+  Operand<const T*> par(const T* p, int64_t ld) const { return {p, ld, m_P}; }
+  Operand<T*> rows_out(T* p, int64_t ld) const { return {p, ld, m_n * ld}; }
+  Operand<T*> par_out(T* p, int64_t ld) const { return {p, ld, m_P}; }
+
+  // C = alpha*op(A)*op(B) + beta*C for every task; M, N, K are one task's extents. One task
+  // takes the plain GEMM, so the unbatched flow is exactly what it was.
+  void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, Operand<const T*> A,
+            Operand<const T*> B, T beta, Operand<T*> C) {
+    if (m_B == 1)
+      m_ops.gemm(ta, tb, M, N, K, alpha, A.p, A.ld, B.p, B.ld, beta, C.p, C.ld);
+    else
+      m_ops.gemm_batched(ta, tb, M, N, K, alpha, A.p, A.ld, A.stride, B.p, B.ld, B.stride, beta,
+                         C.p, C.ld, C.stride, m_B);
+  }
+  // Every row of task b gets task b's bias (b + b*P).
+  void bias_rows(const T* b, T* dst, int64_t W) {
+    if (m_B == 1)
+      m_ops.broadcast_rows(m_n, W, b, dst, W);
+    else
+      m_ops.broadcast_rows_batched(m_B, m_n, W, b, m_P, dst, W);
+  }
+  // Bias gradient of each task: the column sums of its rows into dst + b*P.
+  void task_col_sum(int64_t W, const T* src, int64_t lds, T beta, T* dst) {
+    if (m_B == 1)
+      m_ops.col_sum(m_n, W, src, lds, beta, dst);
+    else
+      m_ops.col_sum_batched(m_B, m_n, W, src, lds, beta, dst, m_P);
   }
 
   void ensure_workspace(int64_t N) {
@@ -281,6 +377,7 @@ class FlowCore {
     m_g_dot_tmp = Buffer<T>(N * D, dev);
     m_g_o_dot = Buffer<T>(N * 2 * d2, dev);
     m_g_a_dot = Buffer<T>(N * H, dev);
+    m_actnorm_scratch = Buffer<T>(2 * D, dev);
     m_tangent_cap = N;
   }
 
@@ -289,13 +386,16 @@ class FlowCore {
   Ops& m_ops;
   const int32_t* m_perm;
   const int32_t* m_inv_perm;
+  int64_t m_P;      // parameters per task
+  int64_t m_B = 1;  // tasks per call
   int64_t m_N = 0, m_N_cap = 0, m_tangent_cap = 0;
+  int64_t m_n = 0;  // rows per task: m_N / m_B
   // Forward cache (per block where indexed by k) and reverse-pass scratch.
   Buffer<T> m_xp, m_a1, m_r, m_s, m_o, m_y_tmp[2], m_y_last, m_z, m_log_det;
   Buffer<T> m_g, m_g_tmp, m_g_o, m_g_a;
   // Tangent (R-operator) cache and scratch.
   Buffer<T> m_xp_dot, m_r_dot, m_s_dot, m_a_dot, m_o_dot, m_y_dot[2], m_z_dot;
-  Buffer<T> m_g_dot, m_g_dot_tmp, m_g_o_dot, m_g_a_dot;
+  Buffer<T> m_g_dot, m_g_dot_tmp, m_g_o_dot, m_g_a_dot, m_actnorm_scratch;
 };
 
 }  // namespace mirad

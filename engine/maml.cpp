@@ -24,7 +24,7 @@ namespace {
 template <typename T>
 double run_inner(CouplingFlow<T>& flow_s, VecView<const T> theta0, MatrixView<const T> xs,
                  MatrixView<const T> cs, int64_t n_inner, T alpha, MamlWorkspace<T>& ws) {
-  const int64_t P = flow_s.n_params();
+  const int64_t P = flow_s.batch_params();
   const Device dev = flow_s.device();
   const Stream s = flow_s.stream();
   double first_loss = 0;
@@ -47,9 +47,9 @@ void inner_adapt(CouplingFlow<T>& flow_s, VecView<const T> theta0, MatrixView<co
                  MatrixView<const T> cs, int64_t n_inner, T alpha, VecView<T> theta_n,
                  MamlWorkspace<T>& ws) {
   CHECK_INPUT(n_inner >= 1, "maml: n_inner must be >= 1 (got {})", n_inner);
-  CHECK_INPUT(theta_n.size == flow_s.n_params() && theta_n.device == flow_s.device(),
+  CHECK_INPUT(theta_n.size == flow_s.batch_params() && theta_n.device == flow_s.device(),
               "maml: adapted-parameter buffer does not fit the flow");
-  ws.ensure(n_inner, flow_s.n_params(), flow_s.device());
+  ws.ensure(n_inner, flow_s.batch_params(), flow_s.device());
   run_inner(flow_s, theta0, xs, cs, n_inner, alpha, ws);
   mem::copy(theta_n.data, theta_n.device, ws.iterates[n_inner - 1].data(), flow_s.device(),
             sizeof(T) * theta_n.size, flow_s.stream());
@@ -62,11 +62,12 @@ MetaGradientInfo meta_gradient(CouplingFlow<T>& flow_s, CouplingFlow<T>& flow_q,
                                T alpha, bool second_order, VecView<T> meta_grad,
                                MamlWorkspace<T>& ws) {
   NVTX_RANGE("maml_task");
-  const int64_t P = flow_s.n_params();
+  const int64_t P = flow_s.batch_params();
   const Device dev = flow_s.device();
   const Stream s = flow_s.stream();
   CHECK_INPUT(n_inner >= 1, "maml: n_inner must be >= 1 (got {})", n_inner);
-  CHECK_INPUT(flow_q.n_params() == P && flow_q.device() == dev,
+  CHECK_INPUT(flow_q.batch_params() == P && flow_q.tasks() == flow_s.tasks() &&
+                  flow_q.device() == dev,
               "maml: support and query flows differ");
   CHECK_INPUT(meta_grad.size == P && meta_grad.device == dev,
               "maml: meta-gradient buffer has {} values on {}, the flow {} on {}", meta_grad.size,
@@ -82,10 +83,12 @@ MetaGradientInfo meta_gradient(CouplingFlow<T>& flow_s, CouplingFlow<T>& flow_q,
     // Backwards through the inner steps: d theta_{k+1} / d theta_k = I - alpha * H_S(theta_k).
     for (int64_t k = n_inner - 1; k >= 0; --k) {
       VecView<const T> theta_k = k == 0 ? theta0 : VecView<const T>(ws.iterates[k - 1]);
+      // Only H*v is needed: the gradient at theta_k was formed by the inner step already, so
+      // the HVP skips it (an empty grad).
       if (k == n_inner - 1)
-        flow_s.hvp(theta_k, task.xs, task.cs, ws.v, ws.grad, ws.hv);  // cache is at theta_k
+        flow_s.hvp(theta_k, task.xs, task.cs, ws.v, {}, ws.hv);  // cache is at theta_k
       else
-        flow_s.hvp_at(theta_k, task.xs, task.cs, ws.v, ws.grad, ws.hv);
+        flow_s.hvp_at(theta_k, task.xs, task.cs, ws.v, {}, ws.hv);
       vec::axpy<T>(P, -alpha, ws.hv.data(), ws.v.data(), dev, s);
     }
   }

@@ -31,6 +31,9 @@ struct MamlWorkspace {
   void ensure(int64_t n_inner, int64_t n_params, Device device);
 };
 
+// Batched tasks: with flows set to B tasks (CouplingFlow::set_tasks), theta0, meta_grad and the
+// workspace hold B parameter vectors and the task's rows B blocks: B independent tasks in one
+// pass, each with its own theta_0 (the caller broadcasts a shared one).
 // Writes dF/dtheta_0 to meta_grad. flow_s and flow_q are two flows of the same config (two
 // activation caches, so the support forward at theta_{n-1} survives the query pass and its
 // HVP reuses it). meta_grad must not alias theta0.

@@ -285,6 +285,31 @@ TapMaps score_maps(const ModelSet& model, const std::vector<const PatchBank*>& b
   return maps;
 }
 
+DeviceTapMaps score_maps_on_device(const ModelSet& model,
+                                   const std::vector<const PatchBank*>& banks,
+                                   const std::vector<int64_t>& images, const TrainSettings& train,
+                                   Device device) {
+  CHECK_INPUT(model.taps.size() == banks.size(), "scoring: model has {} taps, features have {}",
+              model.taps.size(), banks.size());
+  DeviceTapMaps maps;
+  maps.n_images = int64_t(images.size());
+  maps.device = device;
+  for (size_t t = 0; t < banks.size(); ++t) {
+    CHECK_INPUT(model.taps[t].flow.dim == banks[t]->channels(),
+                "scoring: tap {} has {} channels, the model's flow {}", t, banks[t]->channels(),
+                model.taps[t].flow.dim);
+    // The trainer's own stream, so its forwards and the copies out of them stay ordered.
+    TapTrainer tr(model.taps[t].flow, train, device);
+    maps.grids.push_back({banks[t]->height(), banks[t]->width()});
+    auto theta = Buffer<float>::from_host(model.taps[t].theta, device);
+    maps.nll.emplace_back(size_t(maps.n_images * banks[t]->hw()), device);
+    tr.score_into(theta, *banks[t], images, maps.nll.back().data());
+    // The trainer (and its stream) ends here: its work must be done.
+    mem::synchronize(tr.stream());
+  }
+  return maps;
+}
+
 RefinementResult refine(const std::vector<const PatchBank*>& banks, const DetectorConfig& cfg,
                         const EpisodeSourceFactory& episodes, Device device,
                         const RefineOptions& opt) {

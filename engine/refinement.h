@@ -134,6 +134,11 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
                         const RefineOptions& options = {});
 
 // Per-tap patch NLLs of images under a model (any images of the banks).
+// score_maps() with the NLLs left on `device` (DeviceTapMaps), for score_images() there.
+DeviceTapMaps score_maps_on_device(const ModelSet& model,
+                                   const std::vector<const PatchBank*>& banks,
+                                   const std::vector<int64_t>& images, const TrainSettings& train,
+                                   Device device);
 TapMaps score_maps(const ModelSet& model, const std::vector<const PatchBank*>& banks,
                    const std::vector<int64_t>& images, const TrainSettings& train, Device device);
 

@@ -46,46 +46,67 @@ Grid fused_grid(const std::vector<Grid>& grids) {
   return g;
 }
 
+void fuse_maps_on(const std::vector<Grid>& grids, const std::vector<const float*>& nll, int64_t n,
+                  const std::vector<RobustScale>& taps, float* fused, Device d, Stream s) {
+  const size_t T = grids.size();
+  CHECK_INPUT(T > 0 && nll.size() == T && taps.size() == T,
+              "scoring: {} tap grids, {} tap maps, {} tap scales", T, nll.size(), taps.size());
+  const Grid g = fused_grid(grids);
+  int64_t widest = 0;
+  for (const Grid& gt : grids) widest = std::max(widest, gt.size());
+  mem::zero(fused, d, sizeof(float) * size_t(n * g.size()), s);
+  Buffer<float> standard(size_t(n * widest), d), up(size_t(n * g.size()), d);
+  const float w = 1.0f / float(T);
+  for (size_t t = 0; t < T; ++t) {
+    const Grid& gt = grids[t];
+    // NaN is the most anomalous value there is: carried on as +Inf (mapops::standardize).
+    mapops::standardize(n * gt.size(), nll[t], taps[t].median, taps[t].iqr, standard.data(), d, s);
+    const float* src = standard.data();
+    if (gt.height != g.height || gt.width != g.width) {
+      mapops::resize_bilinear(n, gt.height, gt.width, standard.data(), g.height, g.width,
+                              up.data(), d, s);
+      src = up.data();
+    }
+    mapops::accumulate(n * g.size(), w, src, fused, d, s);
+  }
+  // The scratch buffers are freed on return: the device must be done with them.
+  if (d == Device::cuda) mem::synchronize(s);
+}
+
 std::vector<float> fuse_maps(const TapMaps& maps, const std::vector<RobustScale>& taps) {
   const size_t T = maps.grids.size();
   CHECK_INPUT(T > 0 && maps.nll.size() == T && taps.size() == T,
               "scoring: {} tap grids, {} tap maps, {} tap scales", T, maps.nll.size(),
               taps.size());
   const int64_t n = maps.n_images;
-  const Grid g = fused_grid(maps.grids);
-  std::vector<float> fused(size_t(n) * g.size(), 0.0f), standard, up(size_t(n) * g.size());
+  std::vector<const float*> nll;
   for (size_t t = 0; t < T; ++t) {
     const Grid& gt = maps.grids[t];
     CHECK_INPUT(int64_t(maps.nll[t].size()) == n * gt.size(),
                 "scoring: tap {} has {} values for {} images of {} x {}", t, maps.nll[t].size(),
                 n, gt.height, gt.width);
-    standard.resize(maps.nll[t].size());
-    const double m = taps[t].median, s = taps[t].iqr;
-    // NaN is the most anomalous value there is: carry it on as +Inf.
-    for (size_t i = 0; i < standard.size(); ++i) {
-      const float v = maps.nll[t][i];
-      standard[i] = std::isnan(v) ? INFINITY : float((double(v) - m) / s);
-    }
-    const float* src = standard.data();
-    if (gt.height != g.height || gt.width != g.width) {
-      mapops::resize_bilinear(n, gt.height, gt.width, standard.data(), g.height, g.width,
-                              up.data(), Device::cpu);
-      src = up.data();
-    }
-    const float w = 1.0f / float(T);
-    for (size_t i = 0; i < fused.size(); ++i) fused[i] += w * src[i];
+    nll.push_back(maps.nll[t].data());
   }
+  std::vector<float> fused(size_t(n) * fused_grid(maps.grids).size());
+  fuse_maps_on(maps.grids, nll, n, taps, fused.data(), Device::cpu);
   return fused;
 }
+
+namespace {
+
+int64_t top_count(double top_fraction, int64_t cells) {
+  return std::clamp<int64_t>(int64_t(std::ceil(top_fraction * double(cells) - 1e-9)), 1, cells);
+}
+
+}  // namespace
 
 void image_parts(const std::vector<float>& fused, int64_t n, int64_t cells, double top_fraction,
                  std::vector<double>& top, std::vector<double>& mean) {
   CHECK_INPUT(int64_t(fused.size()) == n * cells, "scoring: {} map values for {} x {}",
               fused.size(), n, cells);
-  const int64_t k =
-      std::clamp<int64_t>(int64_t(std::ceil(top_fraction * double(cells) - 1e-9)), 1, cells);
   std::vector<float> t(n), m(n);
-  mapops::row_topk_mean(n, cells, k, fused.data(), t.data(), m.data(), Device::cpu);
+  mapops::row_topk_mean(n, cells, top_count(top_fraction, cells), fused.data(), t.data(),
+                        m.data(), Device::cpu);
   top.assign(t.begin(), t.end());
   mean.assign(m.begin(), m.end());
 }
@@ -130,6 +151,34 @@ std::vector<double> score_images(const TapMaps& maps, const ScoreStats& stats,
   auto s = hybrid_scores(top, mean, stats, settings.weight);
   if (fused_out) *fused_out = std::move(fused);
   return s;
+}
+
+std::vector<double> score_images(const DeviceTapMaps& maps, const ScoreStats& stats,
+                                 const ScoreSettings& settings, Buffer<float>* fused_out,
+                                 Stream s) {
+  const size_t T = maps.grids.size();
+  CHECK_INPUT(T > 0 && maps.nll.size() == T, "scoring: {} tap grids, {} tap maps", T,
+              maps.nll.size());
+  const int64_t n = maps.n_images, cells = fused_grid(maps.grids).size();
+  const Device d = maps.device;
+  std::vector<const float*> nll;
+  for (size_t t = 0; t < T; ++t) {
+    CHECK_INPUT(int64_t(maps.nll[t].size()) == n * maps.grids[t].size() &&
+                    maps.nll[t].device() == d,
+                "scoring: tap {} has {} values on {} for {} images of {} x {} on {}", t,
+                maps.nll[t].size(), device_name(maps.nll[t].device()), n, maps.grids[t].height,
+                maps.grids[t].width, device_name(d));
+    nll.push_back(maps.nll[t].data());
+  }
+  Buffer<float> fused(size_t(n * cells), d), parts(size_t(2 * n), d);
+  fuse_maps_on(maps.grids, nll, n, stats.taps, fused.data(), d, s);
+  if (n > 0)
+    mapops::row_topk_mean(n, cells, top_count(settings.top_fraction, cells), fused.data(),
+                          parts.data(), parts.data() + n, d, s);
+  const std::vector<float> h = parts.to_host(s);
+  const std::vector<double> top(h.begin(), h.begin() + n), mean(h.begin() + n, h.end());
+  if (fused_out) *fused_out = std::move(fused);
+  return hybrid_scores(top, mean, stats, settings.weight);
 }
 
 }  // namespace mirad

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/buffer.h"
 #include "engine/detector_config.h"
 
 namespace mirad {
@@ -39,11 +40,25 @@ struct TapMaps {
   int64_t n_images = 0;
 };
 
+// TapMaps left where the flows computed them (the device, for CUDA): tap t's NLLs are
+// nll[t] = [n_images * grids[t].size()] on `device`, image-major. Scoring these reads back only
+// the two image parts per image (and the fused maps when asked).
+struct DeviceTapMaps {
+  std::vector<Grid> grids;
+  std::vector<Buffer<float>> nll;
+  int64_t n_images = 0;
+  Device device = Device::cpu;
+};
+
 // The grid of the fused map: the finest (largest) tap grid.
 Grid fused_grid(const std::vector<Grid>& grids);
 
 // Fused maps [n, fused grid] of the given images with the given tap scales.
 std::vector<float> fuse_maps(const TapMaps& maps, const std::vector<RobustScale>& taps);
+// The same on any device: nll[t] ([n, grids[t]]) and fused ([n, fused grid]) on d. Both
+// backends standardise, resize and add with the same kernels' math (kernels/map_ops.h).
+void fuse_maps_on(const std::vector<Grid>& grids, const std::vector<const float*>& nll, int64_t n,
+                  const std::vector<RobustScale>& taps, float* fused, Device d, Stream s = {});
 
 // The image parts: mean of the top ceil(top_fraction * cells) values (at least one) and the
 // mean of each fused map. NaN counts as +Inf, the most anomalous value.
@@ -67,5 +82,11 @@ ScoreStats calibrate_scores(const TapMaps& maps, const ScoreSettings& settings,
 std::vector<double> score_images(const TapMaps& maps, const ScoreStats& stats,
                                  const ScoreSettings& settings,
                                  std::vector<float>* fused = nullptr);
+// The same from maps on their device: fusing, the top-fraction and mean parts run there; only
+// 2 floats per image come back. fused, if given, receives the fused maps [n, fused grid] on the
+// maps' device.
+std::vector<double> score_images(const DeviceTapMaps& maps, const ScoreStats& stats,
+                                 const ScoreSettings& settings, Buffer<float>* fused = nullptr,
+                                 Stream s = {});
 
 }  // namespace mirad

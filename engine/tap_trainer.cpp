@@ -32,8 +32,11 @@ FlowChecks training_checks() {
 struct TapTrainer::GraphStep {
   StreamGraph graph;
   StreamEvent copied;      // the step's index copy has run: the staging may be refilled
-  int64_t rows = 0;        // rows per gathered batch (fixed: a graph has fixed shapes)
-  int64_t n_batches = 0;   // plain: 1; MAML: 2 per task
+  int64_t rows = 0;        // rows per drawn batch (fixed: a graph has fixed shapes)
+  int64_t n_batches = 0;   // drawn batches: plain 1; MAML 2 per task
+  bool batched = false;    // MAML with batched tasks: the supports of all tasks form one
+                           // gathered batch, the queries another
+  int64_t gathers = 0, gather_rows = 0;  // gathered batches and rows in each
   float alpha = 0;         // the inner step the graph was captured with
   PinnedBuffer<int64_t> idx_host;
   Buffer<int64_t> idx_dev;
@@ -58,8 +61,8 @@ TapTrainer::TapTrainer(const FlowConfig& flow, const TrainSettings& train, Devic
       m_flow_q(flow, device, m_stream), m_alpha(float(train.inner_lr)) {
   m_flow_s.set_checks(training_checks());
   m_flow_q.set_checks(training_checks());
-  m_flow_s.set_tf32(train.precision == "tf32");
-  m_flow_q.set_tf32(train.precision == "tf32");
+  m_flow_s.set_precision(train.precision);
+  m_flow_q.set_precision(train.precision);
   m_grad = Buffer<float>(n_params(), device);
   m_meta_grad = Buffer<float>(n_params(), device);
 }
@@ -237,23 +240,34 @@ TapTrainStats TapTrainer::train_graphed(VecView<float> theta, const PatchBank& b
   GraphStep& g = *(m_graph = std::make_unique<GraphStep>());
   g.rows = rows;
   g.n_batches = int64_t(first.size());
+  g.batched = maml && B > 1 && m_train.batched_tasks;
+  g.gathers = g.batched ? 2 : g.n_batches;
+  g.gather_rows = g.batched ? B * rows : rows;
   g.idx_host = PinnedBuffer<int64_t>(size_t(g.n_batches * rows));
   g.idx_dev = Buffer<int64_t>(size_t(g.n_batches * rows), m_device);
-  g.batches.resize(g.n_batches);
+  g.batches.resize(g.gathers);
   for (auto& pb : g.batches) {
-    pb.x = Buffer<float>(rows * bank.channels(), m_device);
-    if (bank.cond_dim()) pb.c = Buffer<float>(rows * bank.cond_dim(), m_device);
-    pb.rows = rows, pb.dim = bank.channels(), pb.cond_dim = bank.cond_dim();
+    pb.x = Buffer<float>(g.gather_rows * bank.channels(), m_device);
+    if (bank.cond_dim()) pb.c = Buffer<float>(g.gather_rows * bank.cond_dim(), m_device);
+    pb.rows = g.gather_rows, pb.dim = bank.channels(), pb.cond_dim = bank.cond_dim();
+  }
+  if (g.batched) {
+    ensure_batched_flows(B);
+    m_flow_sb->set_checks(none);
+    m_flow_qb->set_checks(none);
   }
   g.ones = Buffer<float>::from_host(std::vector<float>(rows, 1.0f), m_device, m_stream);
   g.losses = Buffer<double>(size_t(B), m_device);
   g.copied = StreamEvent(m_device);
+  // Drawn batch k's place in the staging: in draw order, or, batched, task b's support at
+  // block b and its query at block B + b.
+  auto slot = [&](int64_t k) { return g.batched ? (k % 2) * B + k / 2 : k; };
   auto stage = [&](const std::vector<std::vector<int64_t>>& r) {
     const int64_t n_rows = bank.n_images() * bank.hw();
     for (int64_t k = 0; k < g.n_batches; ++k)
       for (int64_t j = 0; j < rows; ++j) {
         CHECK_THROW(r[k][j] >= 0 && r[k][j] < n_rows);
-        g.idx_host.data()[k * rows + j] = r[k][j];
+        g.idx_host.data()[slot(k) * rows + j] = r[k][j];
       }
   };
   // The step's device work: copy the staged rows, gather, gradient into m_grad (plain) or
@@ -263,9 +277,10 @@ TapTrainStats TapTrainer::train_graphed(VecView<float> theta, const PatchBank& b
               sizeof(int64_t) * g.n_batches * rows, m_stream);
     g.copied.record(m_stream);
     const int64_t n_rows = bank.n_images() * bank.hw();
-    for (int64_t k = 0; k < g.n_batches; ++k) {
+    for (int64_t k = 0; k < g.gathers; ++k) {
       PatchBatch& pb = g.batches[k];
-      patchops::gather_rows(rows, g.idx_dev.data() + k * rows, bank.image_rows(0, bank.n_images()).data,
+      patchops::gather_rows(g.gather_rows, g.idx_dev.data() + k * g.gather_rows,
+                            bank.image_rows(0, bank.n_images()).data,
                             bank.channels(), n_rows, bank.cond_dim() ? bank.condition_table() : nullptr,
                             bank.hw(), bank.cond_dim(), pb.x.data(), bank.cond_dim() ? pb.c.data() : nullptr,
                             m_device, m_stream);
@@ -274,6 +289,15 @@ TapTrainStats TapTrainer::train_graphed(VecView<float> theta, const PatchBank& b
       m_flow_s.forward_async(theta, g.batches[0].xv(), g.batches[0].cv());
       m_flow_s.backward(theta, g.batches[0].xv(), g.batches[0].cv(), m_grad);
       vec::dot<float>(rows, m_flow_s.nll_device(), g.ones.data(), g.losses.data(), m_device, m_stream);
+      return;
+    }
+    if (g.batched) {
+      const PatchBatch& S = g.batches[0];
+      const PatchBatch& Q = g.batches[1];
+      batched_meta_gradient(theta, {S.xv(), S.cv(), Q.xv(), Q.cv()}, g.alpha, nullptr, nullptr);
+      for (int64_t b = 0; b < B; ++b)
+        vec::dot<float>(rows, m_flow_qb->nll_device() + b * rows, g.ones.data(),
+                        g.losses.data() + b, m_device, m_stream);
       return;
     }
     vec::fill<float>(P, 0.0f, m_meta_grad.data(), m_device, m_stream);
@@ -367,6 +391,7 @@ TapTrainStats TapTrainer::train_graphed(VecView<float> theta, const PatchBank& b
   mem::synchronize(m_stream);
   m_flow_s.set_checks(training_checks());
   m_flow_q.set_checks(training_checks());
+  if (m_flow_sb) m_flow_sb->set_checks(training_checks()), m_flow_qb->set_checks(training_checks());
   m_graph.reset();
   return st;
 }
@@ -386,6 +411,39 @@ double TapTrainer::plain_gradient(VecView<const float> theta, const PatchBank& b
   return loss;
 }
 
+void TapTrainer::ensure_batched_flows(int64_t B) {
+  if (m_flow_sb && m_flow_sb->tasks() == B) return;
+  auto make = [&] {
+    auto f = std::make_unique<CouplingFlow<float>>(m_flow_s.config(), m_device, m_stream);
+    f->set_tasks(B);
+    f->set_precision(m_train.precision);
+    f->set_checks(training_checks());
+    return f;
+  };
+  m_flow_sb = make(), m_flow_qb = make();
+  m_theta_b = Buffer<float>(B * n_params(), m_device);
+  m_meta_b = Buffer<float>(B * n_params(), m_device);
+}
+
+void TapTrainer::batched_meta_gradient(VecView<const float> theta, const TaskData<float>& tasks,
+                                       float alpha, double* support_loss, double* query_loss) {
+  const int64_t P = n_params(), B = m_flow_sb->tasks();
+  // theta_0 for every task, all B meta-gradients in one pass, then their mean. The sum runs
+  // over the tasks in order, as the per-task loop adds them.
+  for (int64_t b = 0; b < B; ++b)
+    mem::copy(m_theta_b.data() + b * P, m_device, theta.data, m_device, sizeof(float) * P,
+              m_stream);
+  const MetaGradientInfo info =
+      meta_gradient(*m_flow_sb, *m_flow_qb, VecView<const float>(m_theta_b), tasks,
+                    m_train.n_inner, alpha, m_train.second_order, VecView<float>(m_meta_b), m_ws_b);
+  vec::fill<float>(P, 0.0f, m_meta_grad.data(), m_device, m_stream);
+  for (int64_t b = 0; b < B; ++b)
+    vec::axpy<float>(P, 1.0f, m_meta_b.data() + b * P, m_meta_grad.data(), m_device, m_stream);
+  vec::scale<float>(P, 1.0f / float(B), m_meta_grad.data(), m_device, m_stream);
+  if (support_loss) *support_loss = info.support_loss;
+  if (query_loss) *query_loss = info.query_loss;
+}
+
 double TapTrainer::maml_gradient(VecView<const float> theta, const PatchBank& bank,
                                  EpisodeSource& source, TapTrainStats& st) {
   NVTX_RANGE("maml_step");
@@ -393,13 +451,41 @@ double TapTrainer::maml_gradient(VecView<const float> theta, const PatchBank& ba
   const float alpha = inner_step();
   const int64_t per_task =
       m_train.n_inner + 1 + (m_train.second_order ? 2 * m_train.n_inner : 0);
+  // The meta-batch's episodes and rows, drawn in the order the tasks run.
+  std::vector<Episode> eps;
+  std::vector<std::vector<int64_t>> s_rows, q_rows;
+  bool equal = true;
+  for (int64_t b = 0; b < B; ++b) {
+    eps.push_back(source.next_task());
+    s_rows.push_back(source.rows(eps[b].support, bank.hw(), m_train.positions));
+    q_rows.push_back(source.rows(eps[b].query, bank.hw(), m_train.positions));
+    equal = equal && s_rows[b].size() == s_rows[0].size() && q_rows[b].size() == q_rows[0].size();
+  }
+  if (m_train.batched_tasks && B > 1 && equal) {
+    // Fast path: all tasks in one batched pass. A task with a non-finite NLL makes the means
+    // non-finite; the step is then redone task by task below, where such rows are left out.
+    ensure_batched_flows(B);
+    std::vector<int64_t> all_s, all_q;
+    for (int64_t b = 0; b < B; ++b) {
+      all_s.insert(all_s.end(), s_rows[b].begin(), s_rows[b].end());
+      all_q.insert(all_q.end(), q_rows[b].begin(), q_rows[b].end());
+    }
+    bank.gather(all_s, m_support_b, m_stream);
+    bank.gather(all_q, m_query_b, m_stream);
+    double support_loss = 0, query_loss = 0;
+    batched_meta_gradient(theta,
+                          {m_support_b.xv(), m_support_b.cv(), m_query_b.xv(), m_query_b.cv()},
+                          alpha, &support_loss, &query_loss);
+    st.evals += B * per_task;
+    if (std::isfinite(support_loss) && std::isfinite(query_loss)) return query_loss;
+  }
   vec::fill<float>(P, 0.0f, m_meta_grad.data(), m_device, m_stream);
   double query_loss = 0;
   int64_t tasks = 0;
   for (int64_t b = 0; b < B; ++b) {
-    const Episode ep = source.next_task();
-    bank.gather(source.rows(ep.support, bank.hw(), m_train.positions), m_support, m_stream);
-    bank.gather(source.rows(ep.query, bank.hw(), m_train.positions), m_query, m_stream);
+    const Episode& ep = eps[b];
+    bank.gather(s_rows[b], m_support, m_stream);
+    bank.gather(q_rows[b], m_query, m_stream);
     TaskData<float> task{m_support.xv(), m_support.cv(), m_query.xv(), m_query.cv()};
     MetaGradientInfo info = meta_gradient(m_flow_s, m_flow_q, theta, task, m_train.n_inner,
                                           alpha, m_train.second_order, VecView<float>(m_grad), m_ws);
@@ -472,6 +558,27 @@ std::vector<float> TapTrainer::score(VecView<const float> theta, const PatchBank
     i = j;
   }
   return out;
+}
+
+void TapTrainer::score_into(VecView<const float> theta, const PatchBank& bank,
+                            const std::vector<int64_t>& images, float* out) {
+  NVTX_RANGE("score_into");
+  CHECK_INPUT(theta.size == n_params() && theta.device == m_device,
+              "trainer: score_into() parameters do not fit the flow");
+  const int64_t hw = bank.hw(), max_images = bank.max_score_images();
+  size_t i = 0;
+  while (i < images.size()) {
+    size_t j = i + 1;
+    while (j < images.size() && int64_t(j - i) < max_images && images[j] == images[j - 1] + 1)
+      ++j;
+    const int64_t count = int64_t(j - i);
+    // The training checks read nothing back; the copy is ordered after the forward on the
+    // stream, before the next forward reuses the NLL buffer.
+    m_flow_s.forward_async(theta, bank.image_rows(images[i], count), bank.image_condition(count));
+    mem::copy(out + i * hw, m_device, m_flow_s.nll_device(), m_device,
+              sizeof(float) * size_t(count * hw), m_stream);
+    i = j;
+  }
 }
 
 }  // namespace mirad

@@ -44,6 +44,7 @@ class TapTrainer {
   const FlowConfig& flow_config() const { return m_flow_s.config(); }
   int64_t n_params() const { return m_flow_s.n_params(); }
   Device device() const { return m_device; }
+  Stream stream() const { return m_stream; }
   const TrainSettings& settings() const { return m_train; }
   void set_gradient_observer(GradientObserver observer) { m_observer = std::move(observer); }
   // Steps one train() call takes for a budget (at least one).
@@ -71,6 +72,10 @@ class TapTrainer {
   // non-finite value is kept (the most anomalous); nothing throws for it.
   std::vector<float> score(VecView<const float> theta, const PatchBank& bank,
                            const std::vector<int64_t>& images);
+  // score() into out ([images.size() * hw] floats on device()) with nothing read back: the
+  // whole-test-set scoring pipeline keeps the NLLs where the flow computed them.
+  void score_into(VecView<const float> theta, const PatchBank& bank,
+                  const std::vector<int64_t>& images, float* out);
 
  private:
   // A batch of the given images' rows, with rows whose NLL at theta is not finite left out
@@ -84,6 +89,11 @@ class TapTrainer {
                         TapTrainStats& st);
   double maml_gradient(VecView<const float> theta, const PatchBank& bank, EpisodeSource& source,
                        TapTrainStats& st);
+  // Batched tasks: flows set to B tasks (made on first use), and the meta-batch's averaged
+  // meta-gradient into m_meta_grad from one batched pass over `tasks` (B row blocks).
+  void ensure_batched_flows(int64_t B);
+  void batched_meta_gradient(VecView<const float> theta, const TaskData<float>& tasks,
+                             float alpha, double* support_loss, double* query_loss);
 
   // After a divergence: theta back to `good` (before any error, so even the error leaves usable
   // parameters), an error the kMaxDivergences-th time, else Adam's state restored and the
@@ -107,6 +117,12 @@ class TapTrainer {
   Stream m_stream;
   CouplingFlow<float> m_flow_s, m_flow_q;
   MamlWorkspace<float> m_ws;
+  // The meta-batch as one batched pass (train.batched_tasks, graph path): flows set to B tasks,
+  // created on first use.
+  std::unique_ptr<CouplingFlow<float>> m_flow_sb, m_flow_qb;
+  MamlWorkspace<float> m_ws_b;
+  Buffer<float> m_theta_b, m_meta_b;
+  PatchBatch m_support_b, m_query_b;
   PatchBatch m_support, m_query;
   Buffer<float> m_grad, m_meta_grad;
   GradientObserver m_observer;

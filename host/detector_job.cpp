@@ -460,10 +460,13 @@ std::vector<Prediction> Predictor::predict(const std::vector<fs::path>& images, 
   std::vector<int64_t> ids(f.usable.size());
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = int64_t(i);
   if (progress) progress("scoring", 0, int64_t(ids.size()), NAN);
-  const TapMaps tm = score_maps(ms, banks.ptrs, ids, m.config.train, m_device);
-  std::vector<float> fused;
+  // The whole test set is scored where its features are: on CUDA the NLLs, the fused maps and
+  // the image parts stay on the device, and only scores (and finished maps) come back.
+  const DeviceTapMaps tm = score_maps_on_device(ms, banks.ptrs, ids, m.config.train, m_device);
+  Buffer<float> fused;
   const auto scores = score_images(tm, m.stats, m.config.score, &fused);
   const Grid g = fused_grid(tm.grids);
+  Buffer<float> up(0, m_device), blurred(0, m_device);
   for (size_t b = 0; b < ids.size(); ++b) {
     Prediction& p = out[f.usable[b]];
     p.score = scores[b];
@@ -471,18 +474,22 @@ std::vector<Prediction> Predictor::predict(const std::vector<fs::path>& images, 
     if (!maps) continue;
     const ImageInfo info = read_image_info(p.path);
     p.height = info.height, p.width = info.width;
-    std::vector<float> up(size_t(p.height) * p.width);
+    const size_t cells = size_t(p.height) * p.width;
+    up.reserve_discard(cells);
     mapops::resize_bilinear(1, g.height, g.width, fused.data() + b * g.size(), p.height, p.width,
-                            up.data(), Device::cpu);
+                            up.data(), m_device);
     // Smoothing scales with the image: map_sigma px at a 256-px short side.
     const double sigma = m.config.score.map_sigma * double(std::min(p.height, p.width)) / 256.0;
+    const float* done = up.data();
     if (sigma > 0) {
-      p.map.resize(up.size());
-      mapops::gaussian_blur(1, p.height, p.width, float(sigma), up.data(), p.map.data(),
-                            Device::cpu);
-    } else {
-      p.map = std::move(up);
+      blurred.reserve_discard(cells);
+      mapops::gaussian_blur(1, p.height, p.width, float(sigma), up.data(), blurred.data(),
+                            m_device);
+      done = blurred.data();
     }
+    p.map.resize(cells);
+    mem::copy(p.map.data(), Device::cpu, done, m_device, sizeof(float) * cells, {});
+    if (m_device == Device::cuda) mem::synchronize({});
   }
   if (progress) progress("scoring", int64_t(ids.size()), int64_t(ids.size()), NAN);
   return out;

@@ -42,6 +42,17 @@ struct CpuFlowOps {
       cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
 
+  // B independent GEMMs, operand b at A + b*sa, B + b*sb, C + b*sc (one task's rows or
+  // parameters each): the batched-task flow's GEMMs. Task by task, so each task's result is
+  // bit-identical to gemm() on its own operands.
+  void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
+                    const T* A, int64_t lda, int64_t sa, const T* B, int64_t ldb, int64_t sb,
+                    T beta, T* C, int64_t ldc, int64_t sc, int64_t batch) const {
+    for (int64_t b = 0; b < batch; ++b)
+      gemm(trans_a, trans_b, M, N, K, alpha, A + b * sa, lda, B + b * sb, ldb, beta, C + b * sc,
+           ldc);
+  }
+
   // dst[n, i] = src[n, idx[i]] for i < n_out: applies the fixed permutation of a block.
   void gather_cols(int64_t N, int64_t n_out, const int32_t* idx, const T* src, int64_t lds,
                    T* dst, int64_t ldd) const {
@@ -53,6 +64,12 @@ struct CpuFlowOps {
   void broadcast_rows(int64_t N, int64_t W, const T* b, T* dst, int64_t ldd) const {
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < W; ++j) dst[n * ldd + j] = b[j];
+  }
+
+  // broadcast_rows per task: rows [b*n, (b+1)*n) get task b's bias, b + task*sb.
+  void broadcast_rows_batched(int64_t batch, int64_t n, int64_t W, const T* b, int64_t sb, T* dst,
+                              int64_t ldd) const {
+    for (int64_t t = 0; t < batch; ++t) broadcast_rows(n, W, b + t * sb, dst + t * n * ldd, ldd);
   }
 
   void relu(int64_t n, const T* a, T* r) const {
@@ -69,6 +86,12 @@ struct CpuFlowOps {
     for (int64_t j = 0; j < W; ++j) dst[j] = beta == T(0) ? T(0) : beta * dst[j];
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < W; ++j) dst[j] += src[n * lds + j];
+  }
+
+  // col_sum per task: dst + b*sd = beta*dst + sum over task b's n rows of src.
+  void col_sum_batched(int64_t batch, int64_t n, int64_t W, const T* src, int64_t lds, T beta,
+                       T* dst, int64_t sd) const {
+    for (int64_t t = 0; t < batch; ++t) col_sum(n, W, src + t * n * lds, lds, beta, dst + t * sd);
   }
 
   // o = [u | t] (N x 2*d2): s = clamp(u), y2 = x2*exp(s) + t, log_det[n] += sum_j s.

@@ -140,6 +140,39 @@ __global__ void broadcast_rows_kernel(int64_t N, int64_t W, const float* b, floa
   }
 }
 
+// Rows [t*n, (t+1)*n) get task t's bias b + t*sb.
+__global__ void broadcast_rows_batched_kernel(int64_t batch, int64_t n, int64_t W, const float* b,
+                                              int64_t sb, float* dst, int64_t ldd) {
+  const int64_t total = batch * n * W;
+  for (int64_t i = global_thread(); i < total; i += grid_threads()) {
+    const int64_t row = i / W, j = i - row * W;
+    dst[row * ldd + j] = b[(row / n) * sb + j];
+  }
+}
+
+// Column sums per task in one launch: block (kTileCols, kTileRows) owns kTileCols columns of
+// task blockIdx.y; its rows stride by kTileRows, and the kTileRows partials are added in a
+// fixed order, so the result does not depend on scheduling.
+__global__ void __launch_bounds__(kTileCols* kTileRows)
+    col_sum_batched_kernel(int64_t n, int64_t W, const float* src, int64_t lds, float beta,
+                           float* dst, int64_t sd) {
+  __shared__ float part[kTileRows][kTileCols + 1];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t t = blockIdx.y;
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kTileCols + tx;
+  const float* rows = src + t * n * lds;
+  float acc = 0.f;
+  if (j < W)
+    for (int64_t r = ty; r < n; r += kTileRows) acc += rows[r * lds + j];
+  part[ty][tx] = acc;
+  __syncthreads();
+  if (ty != 0 || j >= W) return;
+  float sum = 0.f;
+  for (int k = 0; k < kTileRows; ++k) sum += part[k][tx];
+  float* out = dst + t * sd + j;
+  *out = beta == 0.f ? sum : beta * *out + sum;  // beta = 0 overwrites, even a NaN
+}
+
 __global__ void relu_kernel(int64_t n, const float* a, float* r) {
   for (int64_t i = global_thread(); i < n; i += grid_threads()) r[i] = a[i] > 0.f ? a[i] : 0.f;
 }
@@ -513,6 +546,25 @@ void broadcast_rows_launch(int64_t N, int64_t W, const float* b, float* dst, int
   CUDA_CHECK_LAUNCH();
 }
 
+void broadcast_rows_batched_launch(int64_t batch, int64_t n, int64_t W, const float* b, int64_t sb,
+                                   float* dst, int64_t ldd, cudaStream_t st) {
+  if (batch * n * W == 0) return;
+  broadcast_rows_batched_kernel<<<grid_for(batch * n * W, kBlock), kBlock, 0, st>>>(
+      batch, n, W, b, sb, dst, ldd);
+  CUDA_CHECK_LAUNCH();
+}
+
+void col_sum_batched_launch(int64_t batch, int64_t n, int64_t W, const float* src, int64_t lds,
+                            float beta, float* dst, int64_t sd, cudaStream_t st) {
+  if (batch * W == 0) return;
+  const int64_t col_tiles = (W + kTileCols - 1) / kTileCols;
+  CHECK_THROW(col_tiles <= INT32_MAX && batch <= 65535);
+  const dim3 grid(static_cast<unsigned>(col_tiles), static_cast<unsigned>(batch));
+  col_sum_batched_kernel<<<grid, dim3(kTileCols, kTileRows), 0, st>>>(n, W, src, lds, beta, dst,
+                                                                      sd);
+  CUDA_CHECK_LAUNCH();
+}
+
 void relu_launch(int64_t n, const float* a, float* r, cudaStream_t st) {
   if (n == 0) return;
   relu_kernel<<<grid_for(n, kBlock), kBlock, 0, st>>>(n, a, r);
@@ -642,6 +694,14 @@ void CudaFlowOps::broadcast_rows(int64_t N, int64_t W, const float* b, float* ds
   broadcast_rows_launch(N, W, b, dst, ldd, to_cuda(stream));
 }
 
+void CudaFlowOps::broadcast_rows_batched(int64_t batch, int64_t n, int64_t W, const float* b,
+                                         int64_t sb, float* dst, int64_t ldd) const {
+  CHECK_THROW(batch >= 0 && sb >= 0);
+  check_matrix(batch * n, W, ldd);
+  check_ptrs(batch * n * W > 0, {b, dst});
+  broadcast_rows_batched_launch(batch, n, W, b, sb, dst, ldd, to_cuda(stream));
+}
+
 void CudaFlowOps::relu(int64_t n, const float* a, float* r) const {
   CHECK_THROW(n >= 0);
   check_ptrs(n > 0, {a, r});
@@ -660,6 +720,16 @@ void CudaFlowOps::col_sum(int64_t N, int64_t W, const float* src, int64_t lds, f
   check_ptrs(W > 0, {dst});
   check_ptrs(N * W > 0, {src});
   launch_col_reduce(ColSumOp{src, lds, beta, dst}, N, W, to_cuda(stream));
+}
+
+void CudaFlowOps::col_sum_batched(int64_t batch, int64_t n, int64_t W, const float* src,
+                                  int64_t lds, float beta, float* dst, int64_t sd) const {
+  CHECK_THROW(batch >= 0);
+  check_matrix(batch * n, W, lds);
+  CHECK_THROW(batch <= 1 || sd >= W);  // tasks' sums must not overlap
+  check_ptrs(batch * W > 0, {dst});
+  check_ptrs(batch * n * W > 0, {src});
+  col_sum_batched_launch(batch, n, W, src, lds, beta, dst, sd, to_cuda(stream));
 }
 
 void CudaFlowOps::coupling_forward(int64_t N, int64_t d2, float clamp, const float* o,

@@ -26,12 +26,20 @@ class CudaFlowOps {
 
   void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
             int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) const;
+  // B GEMMs in one cublasSgemmStridedBatched launch (the batched-task flow).
+  void gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
+                    const T* A, int64_t lda, int64_t sa, const T* B, int64_t ldb, int64_t sb,
+                    T beta, T* C, int64_t ldc, int64_t sc, int64_t batch) const;
   void gather_cols(int64_t N, int64_t n_out, const int32_t* idx, const T* src, int64_t lds,
                    T* dst, int64_t ldd) const;
   void broadcast_rows(int64_t N, int64_t W, const T* b, T* dst, int64_t ldd) const;
+  void broadcast_rows_batched(int64_t batch, int64_t n, int64_t W, const T* b, int64_t sb, T* dst,
+                              int64_t ldd) const;
   void relu(int64_t n, const T* a, T* r) const;
   void relu_mask(int64_t n, const T* a, const T* in, T* out) const;
   void col_sum(int64_t N, int64_t W, const T* src, int64_t lds, T beta, T* dst) const;
+  void col_sum_batched(int64_t batch, int64_t n, int64_t W, const T* src, int64_t lds, T beta,
+                       T* dst, int64_t sd) const;
   void coupling_forward(int64_t N, int64_t d2, T clamp, const T* o, const T* x2, int64_t ldx,
                         T* y2, int64_t ldy, T* s, T* log_det) const;
   void coupling_inverse(int64_t N, int64_t d2, T clamp, const T* o, const T* y2, int64_t ldy,
@@ -59,8 +67,12 @@ class CudaFlowOps {
   void synchronize() const;
   // TF32 tensor cores for the GEMMs (products rounded to 10 mantissa bits) or exact FP32.
   void set_tf32(bool on);
+  // BF16 tensor cores for the GEMMs: FP32 operands rounded to bfloat16 (8 mantissa bits) by
+  // cuBLAS, products accumulated in FP32 (CUBLAS_COMPUTE_32F_FAST_16BF); off = FP32 or TF32.
+  void set_bf16(bool on);
 
  private:
+  bool m_bf16 = false;
   void* m_cublas = nullptr;  // cublasHandle_t bound to `stream`
   void* m_workspace = nullptr;  // the handle's cuBLAS workspace (device memory)
 };

@@ -80,6 +80,10 @@ void CudaFlowOps::set_tf32(bool on) {
                                        on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
 }
 
+void CudaFlowOps::set_bf16(bool on) {
+  m_bf16 = on;
+}
+
 CudaFlowOps::~CudaFlowOps() {
   if (!m_cublas) return;
   // Destructors must not throw: report and carry on.
@@ -118,9 +122,62 @@ void CudaFlowOps::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
 
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  if (m_bf16) {
+    // FP32 in and out, BF16 tensor-core products with FP32 accumulation: no BF16 copies of
+    // the operands to keep, and the flow's element-wise work stays FP32.
+    CUBLAS_CHECK_THROW(cublasGemmEx(handle, op_b, op_a, static_cast<int>(N), static_cast<int>(M),
+                                    static_cast<int>(K), &alpha, B, CUDA_R_32F,
+                                    static_cast<int>(ldb), A, CUDA_R_32F, static_cast<int>(lda),
+                                    &beta, C, CUDA_R_32F, static_cast<int>(ldc),
+                                    CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT));
+    return;
+  }
   CUBLAS_CHECK_THROW(cublasSgemm(handle, op_b, op_a, static_cast<int>(N), static_cast<int>(M),
                                  static_cast<int>(K), &alpha, B, static_cast<int>(ldb), A,
                                  static_cast<int>(lda), &beta, C, static_cast<int>(ldc)));
+}
+
+// The batched form of gemm(): the same row-major-to-column-major swap, with the strides
+// swapped along with their operands. One launch for every task of a meta-batch.
+void CudaFlowOps::gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                               float alpha, const float* A, int64_t lda, int64_t sa,
+                               const float* B, int64_t ldb, int64_t sb, float beta, float* C,
+                               int64_t ldc, int64_t sc, int64_t batch) const {
+  CHECK_THROW(M >= 0 && N >= 0 && K >= 0 && batch >= 0);
+  const int64_t width_a = trans_a ? M : K;
+  const int64_t width_b = trans_b ? K : N;
+  CHECK_THROW(lda >= std::max<int64_t>(1, width_a));
+  CHECK_THROW(ldb >= std::max<int64_t>(1, width_b));
+  CHECK_THROW(ldc >= std::max<int64_t>(1, N));
+  CHECK_THROW(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && batch <= INT_MAX);
+  CHECK_THROW(lda <= INT_MAX && ldb <= INT_MAX && ldc <= INT_MAX);
+  // Outputs of different tasks must not overlap (cuBLAS runs them concurrently).
+  CHECK_THROW(batch <= 1 || sc >= M * ldc);
+  if (M == 0 || N == 0 || batch == 0) return;
+  CHECK_THROW(C != nullptr);
+  if (K > 0) CHECK_THROW(A != nullptr && B != nullptr);
+
+  cublasHandle_t handle = to_cublas(m_cublas);
+  cudaStream_t bound = nullptr;
+  CUBLAS_CHECK_THROW(cublasGetStream(handle, &bound));
+  if (bound != to_cuda(stream)) CUBLAS_CHECK_THROW(cublasSetStream(handle, to_cuda(stream)));
+
+  const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  if (m_bf16) {
+    CUBLAS_CHECK_THROW(cublasGemmStridedBatchedEx(
+        handle, op_b, op_a, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha,
+        B, CUDA_R_32F, static_cast<int>(ldb), static_cast<long long>(sb), A, CUDA_R_32F,
+        static_cast<int>(lda), static_cast<long long>(sa), &beta, C, CUDA_R_32F,
+        static_cast<int>(ldc), static_cast<long long>(sc), static_cast<int>(batch),
+        CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT));
+    return;
+  }
+  CUBLAS_CHECK_THROW(cublasSgemmStridedBatched(
+      handle, op_b, op_a, static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha,
+      B, static_cast<int>(ldb), static_cast<long long>(sb), A, static_cast<int>(lda),
+      static_cast<long long>(sa), &beta, C, static_cast<int>(ldc), static_cast<long long>(sc),
+      static_cast<int>(batch)));
 }
 
 }  // namespace mirad

@@ -61,6 +61,23 @@ MIRAD_HD int64_t reflect_index(int64_t i, int64_t n) {
   return m < n ? m : period - 1 - m;
 }
 
+// A patch NLL robust-standardised by its tap's median and IQR, in double and rounded to float
+// once; NaN (a failed score) becomes +Inf, the most anomalous value there is.
+MIRAD_HD float standardize_value(float v, double median, double iqr) {
+  return v != v ? INFINITY : static_cast<float>((double(v) - median) / iqr);
+}
+
+// acc + w * x with the product and the sum each rounded to float (no fused multiply-add on
+// either backend), so a map fused on the GPU adds up exactly as on the CPU.
+MIRAD_HD float weighted_add(float acc, float w, float x) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(acc, __fmul_rn(w, x));
+#else
+  const volatile float p = w * x;  // volatile: no contraction even where the ISA has FMA
+  return acc + p;
+#endif
+}
+
 // scipy's truncation: radius = int(truncate * sigma + 0.5) with truncate = 4 (not ceil).
 MIRAD_HD int64_t gaussian_radius(double sigma) {
   return int64_t(4.0 * sigma + 0.5);
@@ -123,6 +140,14 @@ void gaussian_blur(int64_t n, int64_t h, int64_t w, float sigma, const float* in
 void row_topk_mean(int64_t rows, int64_t cols, int64_t k, const float* in, float* topk_mean,
                    float* mean, Device d, Stream s = {});
 
+// out[i] = standardize_value(in[i], median, iqr) for i < n (the fused map's per-tap step).
+// iqr must be positive and finite; out may equal in.
+void standardize(int64_t n, const float* in, double median, double iqr, float* out, Device d,
+                 Stream s = {});
+// acc[i] = weighted_add(acc[i], w, in[i]) for i < n: adds one tap's share to the fused map.
+// in must not overlap acc.
+void accumulate(int64_t n, float w, const float* in, float* acc, Device d, Stream s = {});
+
 // ---- Backend launchers (arguments already validated). ----
 
 // CPU reference (kernels/map_ops_cpu.cpp).
@@ -133,6 +158,8 @@ std::vector<double> gaussian_half_kernel(double sigma);
 void gaussian_blur_cpu(int64_t n, int64_t h, int64_t w, float sigma, const float* in, float* out);
 void row_topk_mean_cpu(int64_t rows, int64_t cols, int64_t k, const float* in, float* topk_mean,
                        float* mean);
+void standardize_cpu(int64_t n, const float* in, double median, double iqr, float* out);
+void accumulate_cpu(int64_t n, float w, const float* in, float* acc);
 
 // CUDA (kernels/map_ops_cuda.cu), queued on `stream`.
 void resize_bilinear_cuda(int64_t n, int64_t h, int64_t w, const float* in, int64_t oh, int64_t ow,
@@ -141,5 +168,8 @@ void gaussian_blur_cuda(int64_t n, int64_t h, int64_t w, float sigma, const floa
                         Stream stream);
 void row_topk_mean_cuda(int64_t rows, int64_t cols, int64_t k, const float* in, float* topk_mean,
                         float* mean, Stream stream);
+void standardize_cuda(int64_t n, const float* in, double median, double iqr, float* out,
+                      Stream stream);
+void accumulate_cuda(int64_t n, float w, const float* in, float* acc, Stream stream);
 
 }  // namespace mirad::mapops

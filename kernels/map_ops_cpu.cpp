@@ -103,6 +103,14 @@ void row_topk_mean_cpu(int64_t rows, int64_t cols, int64_t k, const float* in, f
   }
 }
 
+void standardize_cpu(int64_t n, const float* in, double median, double iqr, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = standardize_value(in[i], median, iqr);
+}
+
+void accumulate_cpu(int64_t n, float w, const float* in, float* acc) {
+  for (int64_t i = 0; i < n; ++i) acc[i] = weighted_add(acc[i], w, in[i]);
+}
+
 namespace {
 
 constexpr int64_t kMaxIndex = std::numeric_limits<int64_t>::max();
@@ -196,6 +204,39 @@ void row_topk_mean(int64_t rows, int64_t cols, int64_t k, const float* in, float
   if (d == Device::cpu) return row_topk_mean_cpu(rows, cols, k, in, topk_mean, mean);
 #ifdef MIRAD_HAVE_CUDA
   row_topk_mean_cuda(rows, cols, k, in, topk_mean, mean, s);
+#else
+  (void)s;
+#endif
+}
+
+void standardize(int64_t n, const float* in, double median, double iqr, float* out, Device d,
+                 Stream s) {
+  CHECK_INPUT(n >= 0, "mapops::standardize: negative size {}", n);
+  CHECK_INPUT(std::isfinite(median) && std::isfinite(iqr) && iqr > 0,
+              "mapops::standardize: median {} and IQR {} must be finite, the IQR positive",
+              median, iqr);
+  check_backend("standardize", d);
+  if (n == 0) return;
+  CHECK_INPUT(in != nullptr && out != nullptr, "mapops::standardize: null pointer");
+  CHECK_INPUT(in == out || !overlaps(in, n, out, n),
+              "mapops::standardize: input and output partially overlap");
+  if (d == Device::cpu) return standardize_cpu(n, in, median, iqr, out);
+#ifdef MIRAD_HAVE_CUDA
+  standardize_cuda(n, in, median, iqr, out, s);
+#else
+  (void)s;
+#endif
+}
+
+void accumulate(int64_t n, float w, const float* in, float* acc, Device d, Stream s) {
+  CHECK_INPUT(n >= 0, "mapops::accumulate: negative size {}", n);
+  check_backend("accumulate", d);
+  if (n == 0) return;
+  CHECK_INPUT(in != nullptr && acc != nullptr, "mapops::accumulate: null pointer");
+  CHECK_INPUT(!overlaps(in, n, acc, n), "mapops::accumulate: input and sum overlap");
+  if (d == Device::cpu) return accumulate_cpu(n, w, in, acc);
+#ifdef MIRAD_HAVE_CUDA
+  accumulate_cuda(n, w, in, acc, s);
 #else
   (void)s;
 #endif

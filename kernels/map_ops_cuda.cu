@@ -256,7 +256,34 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+__global__ void standardize_kernel(int64_t n, const float* in, double median, double iqr,
+                                   float* out) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = standardize_value(in[i], median, iqr);
+}
+
+__global__ void accumulate_kernel(int64_t n, float w, const float* __restrict__ in,
+                                  float* __restrict__ acc) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    acc[i] = weighted_add(acc[i], w, in[i]);
+}
+
 }  // namespace
+
+void standardize_cuda(int64_t n, const float* in, double median, double iqr, float* out,
+                      Stream stream) {
+  if (n == 0) return;
+  standardize_kernel<<<grid_for(n), kBlock, 0, raw(stream)>>>(n, in, median, iqr, out);
+  CUDA_CHECK_LAUNCH();
+}
+
+void accumulate_cuda(int64_t n, float w, const float* in, float* acc, Stream stream) {
+  if (n == 0) return;
+  accumulate_kernel<<<grid_for(n), kBlock, 0, raw(stream)>>>(n, w, in, acc);
+  CUDA_CHECK_LAUNCH();
+}
 
 void resize_bilinear_cuda(int64_t n, int64_t h, int64_t w, const float* in, int64_t oh, int64_t ow,
                           float* out, Stream stream) {

@@ -336,6 +336,46 @@ OpCase gemm_case(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                    });
 }
 
+// The batched-task forms: B tasks, each a block of rows (or a block of parameters at a stride).
+// Strides equal the blocks' padded sizes, so the sentinel gaps sit between tasks too.
+OpCase gemm_batched_case(bool ta, bool tb, int64_t M, int64_t N, int64_t K, int64_t batch,
+                         float beta) {
+  const int64_t a_rows = ta ? K : M, a_cols = ta ? M : K;
+  const int64_t b_rows = tb ? N : K, b_cols = tb ? K : N;
+  const int64_t lda = a_cols + kLdPadA, ldb = b_cols + kLdPadB, ldc = N + kLdPadC;
+  const int64_t sa = a_rows * lda, sb = b_rows * ldb, sc = M * ldc;
+  ArgSpec C = beta == 0.f ? out("C", batch * M, N, ldc) : inout("C", batch * M, N, ldc);
+  std::string name = std::string("gemm_batched_") + (ta ? "T" : "N") + (tb ? "T" : "N") + "_M" +
+                     std::to_string(M) + "_N" + std::to_string(N) + "_K" + std::to_string(K) +
+                     "_B" + std::to_string(batch) + (beta == 0.f ? "_beta0" : "_beta");
+  return make_case(std::move(name),
+                   {in("A", batch * a_rows, a_cols, lda), in("B", batch * b_rows, b_cols, ldb), C},
+                   kTolReduce, [=](const auto& ops, const Args& a) {
+                     ops.gemm_batched(ta, tb, M, N, K, 1.1f, a.f("A"), lda, sa, a.f("B"), ldb, sb,
+                                      beta, a.f("C"), ldc, sc, batch);
+                   });
+}
+
+OpCase broadcast_rows_batched_case(int64_t batch, int64_t n, int64_t W) {
+  const int64_t sb = W + kLdPadA, ldd = W + kLdPadB;
+  return make_case("broadcast_rows_batched_B" + std::to_string(batch) + "_" + size_tag(n, W),
+                   {in("b", batch, W, sb), out("dst", batch * n, W, ldd)}, kTolElem,
+                   [=](const auto& ops, const Args& a) {
+                     ops.broadcast_rows_batched(batch, n, W, a.f("b"), sb, a.f("dst"), ldd);
+                   });
+}
+
+OpCase col_sum_batched_case(int64_t batch, int64_t n, int64_t W, float beta) {
+  const int64_t lds = W + kLdPadA, sd = W + kLdPadB;
+  ArgSpec dst = beta == 0.f ? out("dst", batch, W, sd) : inout("dst", batch, W, sd);
+  return make_case("col_sum_batched_B" + std::to_string(batch) + "_" + size_tag(n, W) +
+                       (beta == 0.f ? "_beta0" : "_beta"),
+                   {in("src", batch * n, W, lds, 0.3, 1.0), dst}, kTolReduce,
+                   [=](const auto& ops, const Args& a) {
+                     ops.col_sum_batched(batch, n, W, a.f("src"), lds, beta, a.f("dst"), sd);
+                   });
+}
+
 std::vector<OpCase> all_cases() {
   std::vector<OpCase> cases;
   // Odd sizes, never multiples of a block; N = 0 checks the empty-batch semantics.
@@ -384,6 +424,21 @@ std::vector<OpCase> all_cases() {
       for (const Shape& s : shapes) {
         cases.push_back(gemm_case(ta, tb, s.M, s.N, s.K, 1.3f, -0.6f));
         cases.push_back(gemm_case(ta, tb, s.M, s.N, s.K, 0.7f, 0.f));
+      }
+  // Batched tasks at the flow's shapes: rows x weights^T, weight gradients (reductions over a
+  // task's rows) and inputs' gradients; one task, a few, and an empty task.
+  for (int64_t batch : {1, 3, 4})
+    for (const Shape& s : {Shape{33, 48, 20}, Shape{512, 80, 40}, Shape{0, 5, 3}}) {
+      cases.push_back(gemm_batched_case(false, true, s.M, s.N, s.K, batch, 1.f));
+      cases.push_back(gemm_batched_case(true, false, s.N, s.K, s.M, batch, 0.f));
+      cases.push_back(gemm_batched_case(false, false, s.M, s.K, s.N, batch, 1.f));
+    }
+  for (int64_t batch : {1, 2, 5})
+    for (int64_t n : {0, 1, 33, 512})
+      for (int64_t W : {1, 40, 97}) {
+        cases.push_back(broadcast_rows_batched_case(batch, n, W));
+        cases.push_back(col_sum_batched_case(batch, n, W, 0.f));
+        cases.push_back(col_sum_batched_case(batch, n, W, 0.75f));
       }
   return cases;
 }

@@ -252,3 +252,24 @@ TEST(cuda_map_ops_api, NonDefaultStream) {
 
 }  // namespace
 }  // namespace mirad
+
+namespace mirad {
+namespace {
+
+TEST(cuda_map_ops_api, StandardizeAndAccumulateMatchCpuBitForBit) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
+  auto in = random_maps(4099, 8);
+  in[5] = kNan, in[17] = kInf, in[40] = -kInf;
+  const int64_t n = int64_t(in.size());
+  std::vector<float> want(n), acc = random_maps(n, 9);
+  mapops::standardize(n, in.data(), 0.37, 1.9, want.data(), Device::cpu);
+  Guarded d_in(in), d_out(n), d_acc(acc);
+  mapops::standardize(n, d_in.data(), 0.37, 1.9, d_out.data(), Device::cuda);
+  EXPECT_EQ(d_out.body("standardize"), want);
+  mapops::accumulate(n, 1.f / 3.f, want.data(), acc.data(), Device::cpu);
+  mapops::accumulate(n, 1.f / 3.f, d_out.data(), d_acc.data(), Device::cuda);
+  EXPECT_EQ(d_acc.body("accumulate"), acc);
+}
+
+}  // namespace
+}  // namespace mirad

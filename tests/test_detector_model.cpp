@@ -67,6 +67,17 @@ TEST(DetectorConfig, RejectsUnknownKeysWrongTypesAndRanges) {
   expect_input_error([] { DetectorConfig::from_json({{"seed", -1}}); }, "config.seed");
   expect_input_error([] { DetectorConfig::from_json({{"flow", {{"cond_dim", 10}}}}); },
                      "multiple of 4");
+  expect_input_error([] { DetectorConfig::from_json({{"train", {{"precision", "fp16"}}}}); },
+                     "must be one of fp32, tf32, bf16");
+  expect_input_error([] { DetectorConfig::from_json({{"train", {{"batched_tasks", 1}}}}); },
+                     "config.train.batched_tasks");
+  {
+    const DetectorConfig b = DetectorConfig::from_json(
+        {{"train", {{"precision", "bf16"}, {"batched_tasks", false}}}});
+    EXPECT_EQ(b.train.precision, "bf16");
+    EXPECT_FALSE(b.train.batched_tasks);
+    EXPECT_TRUE(DetectorConfig{}.train.batched_tasks);
+  }
   // Round trip, and the rule's k defaults by rule.
   DetectorConfig c = DetectorConfig::from_json({{"refine", {{"rule", "mad"}}}, {"seed", 5}});
   EXPECT_DOUBLE_EQ(c.rule_k(), 3.0);

@@ -188,3 +188,21 @@ TEST(FlowApi, Float32GradientAndHvpMatchFloat64PerParameterGroup) {
     }
   }
 }
+
+// The GEMM precision: only fp32, tf32 and bf16 exist, and the CPU stays exact FP32 in all.
+TEST(FlowApi, PrecisionIsCheckedAndTheCpuStaysFp32) {
+  FlowConfig f;
+  f.dim = 6, f.cond_dim = 4, f.n_blocks = 2, f.hidden = 8, f.seed = 3;
+  CouplingFlow<float> flow(f, Device::cpu);
+  expect_input_error([&] { flow.set_precision("fp16"); }, "precision must be fp32, tf32 or bf16");
+  auto p = random_params(flow, 4);
+  auto x = randn<float>(9 * f.dim, 5), c = randn<float>(9 * f.cond_dim, 6);
+  MatrixView<const float> xv(x.data(), 9, f.dim, Device::cpu), cv(c.data(), 9, f.cond_dim, Device::cpu);
+  std::vector<float> fp32, other;
+  flow.forward(p, xv, cv, {}, &fp32);
+  for (const char* prec : {"tf32", "bf16", "fp32"}) {
+    flow.set_precision(prec);
+    flow.forward(p, xv, cv, {}, &other);
+    EXPECT_EQ(other, fp32) << prec;
+  }
+}

@@ -358,3 +358,31 @@ TEST(map_ops, BadArgumentsRejected) {
 
 }  // namespace
 }  // namespace mirad
+
+TEST(map_ops, StandardizeAndAccumulateByHand) {
+  using namespace mirad;
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> in = {1, 5, -3, std::nanf(""), inf, -inf};
+  std::vector<float> out(in.size());
+  // median 1, IQR 2: (x - 1) / 2; NaN becomes +Inf, +-Inf stay.
+  mapops::standardize(int64_t(in.size()), in.data(), 1.0, 2.0, out.data(), Device::cpu);
+  const std::vector<float> want = {0, 2, -2, inf, inf, -inf};
+  EXPECT_EQ(out, want);
+  // In place is allowed.
+  std::vector<float> same = in;
+  mapops::standardize(int64_t(in.size()), same.data(), 1.0, 2.0, same.data(), Device::cpu);
+  EXPECT_EQ(same, want);
+  // acc += 0.5 * x, each step rounded to float: 0.1f + 0.5f * 0.3f exactly as two roundings.
+  std::vector<float> acc = {0.1f, 1.f, 2.f};
+  const std::vector<float> x = {0.3f, -4.f, 0.f};
+  mapops::accumulate(3, 0.5f, x.data(), acc.data(), Device::cpu);
+  const float p0 = 0.5f * 0.3f;
+  EXPECT_EQ(acc[0], 0.1f + p0);
+  EXPECT_EQ(acc[1], -1.f);
+  EXPECT_EQ(acc[2], 2.f);
+  mirad::test::expect_input_error(
+      [&] { mapops::standardize(3, in.data(), 0.0, 0.0, out.data(), Device::cpu); },
+      "must be finite, the IQR positive");
+  mirad::test::expect_input_error(
+      [&] { mapops::accumulate(3, 1.f, acc.data(), acc.data() + 1, Device::cpu); }, "overlap");
+}

@@ -98,6 +98,41 @@ TEST(Scoring, CalibrationScoresAreConsistentWithScoringAlone) {
   EXPECT_EQ(score_images(one, st, ss)[0], calib[7]);
 }
 
+// The device-generic scoring path (DeviceTapMaps), run on the CPU, is the host path itself:
+// identical scores and fused maps, bit for bit, for maps with a NaN and two grid sizes.
+TEST(Scoring, DeviceTapMapsOnTheCpuEqualTheHostPath) {
+  std::mt19937_64 rng(5);
+  std::normal_distribution<float> nd;
+  TapMaps maps;
+  maps.grids = {{6, 7}, {3, 4}};
+  maps.n_images = 9;
+  for (const Grid& g : maps.grids) {
+    std::vector<float> v(maps.n_images * g.size());
+    for (auto& x : v) x = nd(rng);
+    maps.nll.push_back(v);
+  }
+  maps.nll[1][13] = NAN;
+  ScoreSettings ss;
+  std::vector<double> calib;
+  const ScoreStats st = calibrate_scores(maps, ss, calib);
+  std::vector<float> fused;
+  const auto want = score_images(maps, st, ss, &fused);
+  DeviceTapMaps dm;
+  dm.grids = maps.grids, dm.n_images = maps.n_images, dm.device = Device::cpu;
+  for (const auto& v : maps.nll) dm.nll.push_back(Buffer<float>::from_host(v, Device::cpu));
+  Buffer<float> dfused;
+  const auto got = score_images(dm, st, ss, &dfused);
+  EXPECT_EQ(got, want);
+  const auto df = dfused.to_host();
+  ASSERT_EQ(df.size(), fused.size());
+  for (size_t i = 0; i < df.size(); ++i)
+    ASSERT_TRUE(df[i] == fused[i] || (std::isnan(df[i]) && std::isnan(fused[i])))
+        << i << ": " << df[i] << " vs " << fused[i];
+  // Wrong sizes are refused, not read past.
+  dm.nll[0] = Buffer<float>::from_host(std::vector<float>(5, 0.f), Device::cpu);
+  mirad::test::expect_input_error([&] { score_images(dm, st, ss); }, "tap 0 has 5 values");
+}
+
 TEST(Rejection, IqrAndMadRulesByHand) {
   const std::vector<double> x = {1, 2, 3, 4, 5, 6, 7, 8, 9};
   // Q1 3, Q3 7, IQR 4: tau = 7 + 1.5*4 = 13.

@@ -101,14 +101,14 @@ PY
 )
 echo "$bench_row"
 
-echo "== TF32 against FP32 for the flow GEMMs: image AUROC of the whole method (2 generated categories; in-sample scoring, to fit the device time)"
+echo "== TF32 and BF16 against FP32 for the flow GEMMs: image AUROC of the whole method (2 generated categories; in-sample scoring, to fit the device time)"
 tf32_row=""
 for cat in wood tiles; do
   d=/tmp/mirad-tf32
   "$tools/mirad" synth --out $d --categories $cat --train 80 --test-good 20 --test-defect 6 \
     --json >/dev/null 2>&1 || status=1
   "$tools/mirad" contaminate $d/$cat --ratio 0.1 --manifest $d/$cat.json >/dev/null 2>&1
-  for prec in fp32 tf32; do
+  for prec in fp32 tf32 bf16; do
     "$tools/mirad" train --data $d/$cat --contamination $d/$cat.json --device cuda \
       --set train.precision=$prec --set refine.scoring=in_sample --out $d/$cat-$prec --json >/dev/null 2>>"$out/tf32.err" || status=1
     a=$("$tools/mirad" eval --model $d/$cat-$prec --data $d/$cat --contamination $d/$cat.json --json \
@@ -138,7 +138,7 @@ echo "$demo_row"
   echo "- device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null)"
   echo "- build: $how"
   echo "- mirad bench: $bench_row"
-  echo "- TF32 vs FP32, image/pixel AUROC (generated, r = 0.1):$tf32_row"
+  echo "- TF32 and BF16 vs FP32, image/pixel AUROC (generated, r = 0.1):$tf32_row"
   echo "- $demo_row"
   echo
   echo '```'

@@ -44,7 +44,8 @@ void BM_MamlStep(benchmark::State& state, Device dev) {
 }
 
 // Training steps at the default sizes, CUDA graph replay against the eager loop: args D, mode
-// (0 plain, 1 second-order MAML), graphs (0/1). Time per step.
+// (0 plain, 1 second-order MAML), graphs (0/1), batched tasks (0/1; MAML: the B = 4 tasks in
+// one batched pass or one after another). Time per step.
 void BM_TrainSteps(benchmark::State& state) {
   if (!cuda_available()) return state.SkipWithError("no CUDA device");
   const int64_t D = state.range(0);
@@ -54,6 +55,7 @@ void BM_TrainSteps(benchmark::State& state) {
   TrainSettings ts;
   ts.mode = state.range(1) ? "maml" : "plain";
   ts.cuda_graphs = state.range(2) != 0;
+  ts.batched_tasks = state.range(3) != 0;
   ts.n_final = 0;
   TapTrainer tr(f, ts, Device::cuda);
   EpisodeScheduler src(images, {}, ts.support, ts.query, 5);
@@ -85,8 +87,9 @@ BENCHMARK_CAPTURE(BM_MamlStep, cuda, Device::cuda)
     ->Args({40, 0})->Args({40, 1})->Args({112, 0})->Args({112, 1})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_TrainSteps)->Name("BM_TrainSteps/cuda")
-    ->Args({40, 0, 0})->Args({40, 0, 1})->Args({112, 0, 0})->Args({112, 0, 1})
-    ->Args({40, 1, 0})->Args({40, 1, 1})->Args({112, 1, 0})->Args({112, 1, 1})
+    ->Args({40, 0, 0, 0})->Args({40, 0, 1, 0})->Args({112, 0, 0, 0})->Args({112, 0, 1, 0})
+    ->Args({40, 1, 0, 0})->Args({40, 1, 1, 0})->Args({40, 1, 1, 1})
+    ->Args({112, 1, 0, 0})->Args({112, 1, 1, 0})->Args({112, 1, 1, 1})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_SgemmPeak)->Name("BM_SgemmPeak/cpu")->Arg(1024)->Unit(benchmark::kMillisecond)
     ->UseRealTime();
