@@ -1,6 +1,9 @@
 // CUDA streams, events and graphs behind CUDA-free declarations.
 #include "engine/cuda_graph.h"
 
+#include <string>
+#include <vector>
+
 #include "engine/error.h"
 #ifdef MIRAD_HAVE_CUDA
 #include "engine/cuda_error.h"
@@ -72,6 +75,49 @@ void StreamGraph::reset() {
   m_exec = nullptr;
 }
 
+namespace {
+
+GraphCensus census_of(cudaGraph_t graph) {
+  GraphCensus c;
+  size_t n = 0;
+  if (cudaGraphGetNodes(graph, nullptr, &n) != cudaSuccess) return cudaGetLastError(), c;
+  std::vector<cudaGraphNode_t> nodes(n);
+  if (cudaGraphGetNodes(graph, nodes.data(), &n) != cudaSuccess) return cudaGetLastError(), c;
+  c.nodes = int64_t(n);
+  for (cudaGraphNode_t node : nodes) {
+    cudaGraphNodeType type;
+    if (cudaGraphNodeGetType(node, &type) != cudaSuccess) {
+      cudaGetLastError();
+      ++c.other;
+      continue;
+    }
+    if (type == cudaGraphNodeTypeKernel) {
+      ++c.kernels;
+      cudaKernelNodeParams p{};
+      const char* name = nullptr;
+      if (cudaGraphKernelNodeGetParams(node, &p) == cudaSuccess && p.func &&
+          cudaFuncGetName(&name, p.func) == cudaSuccess && name) {
+        const std::string s(name);
+        if (s.find("gemm") != std::string::npos || s.find("Gemm") != std::string::npos ||
+            s.find("xmma") != std::string::npos || s.find("cutlass") != std::string::npos)
+          ++c.gemm_kernels;
+      } else {
+        cudaGetLastError();  // a library kernel the runtime cannot name
+        ++c.unnamed_kernels;
+      }
+    } else if (type == cudaGraphNodeTypeMemcpy) {
+      ++c.copies;
+    } else if (type == cudaGraphNodeTypeMemset) {
+      ++c.memsets;
+    } else {
+      ++c.other;
+    }
+  }
+  return c;
+}
+
+}  // namespace
+
 void StreamGraph::capture(Stream stream, const std::function<void()>& body) {
   CHECK_THROW(stream.handle != nullptr);  // the legacy null stream cannot be captured
   reset();
@@ -87,6 +133,7 @@ void StreamGraph::capture(Stream stream, const std::function<void()>& body) {
     throw;
   }
   CUDA_CHECK_THROW(cudaStreamEndCapture(raw(stream), &graph));
+  m_census = census_of(graph);
   cudaGraphExec_t exec = nullptr;
   const cudaError_t st = cudaGraphInstantiate(&exec, graph, 0);
   cudaGraphDestroy(graph);

@@ -47,6 +47,14 @@ class StreamEvent {
   void* m_event = nullptr;
 };
 
+// What one captured graph launches, by node kind: how many launches a replay saves, and how
+// many of them are GEMMs (kernel names with gemm/xmma/cutlass: cuBLAS's) against the flow's
+// own element-wise and reduction kernels. unnamed: kernels whose name the runtime cannot give.
+struct GraphCensus {
+  int64_t nodes = 0, kernels = 0, gemm_kernels = 0, unnamed_kernels = 0, copies = 0,
+          memsets = 0, other = 0;
+};
+
 class StreamGraph {
  public:
   StreamGraph() = default;
@@ -63,9 +71,12 @@ class StreamGraph {
   // Replays the captured work on `stream`.
   void launch(Stream stream) const;
   void reset();
+  // The census of the last capture.
+  const GraphCensus& census() const { return m_census; }
 
  private:
   void* m_exec = nullptr;
+  GraphCensus m_census;
 };
 
 // Whether graphs can be captured here: a CUDA build with a device.

@@ -305,7 +305,7 @@ DeviceTapMaps score_maps_on_device(const ModelSet& model,
     maps.nll.emplace_back(size_t(maps.n_images * banks[t]->hw()), device);
     tr.score_into(theta, *banks[t], images, maps.nll.back().data());
     // The trainer (and its stream) ends here: its work must be done.
-    mem::synchronize(tr.stream());
+    if (device == Device::cuda) mem::synchronize(tr.stream());
   }
   return maps;
 }

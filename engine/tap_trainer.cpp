@@ -324,6 +324,7 @@ TapTrainStats TapTrainer::train_graphed(VecView<float> theta, const PatchBank& b
     mem::copy(theta.data, m_device, keep.data(), m_device, sizeof(float) * P, m_stream);
     mem::synchronize(m_stream);
     g.graph.capture(m_stream, body);
+    m_census = g.graph.census();
   };
   stage(first);
   recapture();

@@ -47,6 +47,8 @@ class TapTrainer {
   Stream stream() const { return m_stream; }
   const TrainSettings& settings() const { return m_train; }
   void set_gradient_observer(GradientObserver observer) { m_observer = std::move(observer); }
+  // CUDA graphs: what the last captured training step launches (zeros before any capture).
+  const GraphCensus& last_graph_census() const { return m_census; }
   // Steps one train() call takes for a budget (at least one).
   int64_t steps_for_budget(int64_t budget) const;
 
@@ -128,6 +130,7 @@ class TapTrainer {
   GradientObserver m_observer;
   float m_alpha = 0;  // the current inner learning rate (train.inner_lr, halved on divergence)
   std::unique_ptr<GraphStep> m_graph;
+  GraphCensus m_census;
   // The SGD step on the summed NLL: alpha / D, i.e. alpha on the per-dimension NLL (CFlow's
   // loss scale). The NLL sums D dimensions, so its gradient grows with D; at alpha = 1e-3 on
   // the sum, one inner step threw a 112-channel flow to a query NLL of 1e37.

@@ -73,14 +73,18 @@ void BM_FlowForwardBackward(benchmark::State& state, Device dev) {
                                                  benchmark::Counter::kIsRate);
 }
 
-void BM_FlowHvp(benchmark::State& state, Device dev) {
+// The HVP with its gradient (BM_FlowHvp), or H*v alone (BM_FlowHvpOnly, an empty gradient):
+// what MAML's backward sweep needs, since the inner step formed the gradient at theta_k
+// already. Side by side, the saving of the skipped parameter-gradient GEMMs.
+void flow_hvp(benchmark::State& state, Device dev, bool with_grad) {
   if (skip_without_device(state, dev)) return;
   const int64_t D = state.range(0), N = state.range(1);
   Setup s(D, N, dev);
   const uint64_t f0 = cpu_gemm_flops().load();
   for (auto _ : state) {
     benchmark::DoNotOptimize(s.flow.forward(s.params, s.xv(), s.cv()));
-    s.flow.hvp(s.params, s.xv(), s.cv(), s.v, s.grad, s.hv);
+    s.flow.hvp(s.params, s.xv(), s.cv(), s.v, with_grad ? VecView<float>(s.grad) : VecView<float>(),
+               s.hv);
   }
   state.SetItemsProcessed(state.iterations() * N);
   // GEMM work as counted by the CPU ops (forward + tangent + reverse with curvature terms).
@@ -88,6 +92,8 @@ void BM_FlowHvp(benchmark::State& state, Device dev) {
     state.counters["GFLOP/s"] = benchmark::Counter(double(cpu_gemm_flops().load() - f0) / 1e9,
                                                    benchmark::Counter::kIsRate);
 }
+void BM_FlowHvp(benchmark::State& state, Device dev) { flow_hvp(state, dev, true); }
+void BM_FlowHvpOnly(benchmark::State& state, Device dev) { flow_hvp(state, dev, false); }
 
 void BM_FlowForward(benchmark::State& state, Device dev) {
   if (skip_without_device(state, dev)) return;
@@ -131,6 +137,11 @@ BENCHMARK_CAPTURE(BM_FlowForwardBackward, cpu, Device::cpu)
 BENCHMARK_CAPTURE(BM_FlowHvp, cpu, Device::cpu)
     ->Args({40, 4096})->Args({112, 4096})->Args({96, 4096})->Args({256, 4096})->Args({1024, 4096})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_FlowHvpOnly, cpu, Device::cpu)
+    ->Args({40, 4096})->Args({112, 4096})->Args({256, 4096})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_FlowHvpOnly, cuda, Device::cuda)
+    ->Args({256, 4096})->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_FlowForwardBackward, cuda, Device::cuda)
     ->Args({96, 4096})->Args({256, 4096})->Args({512, 4096})->Args({1024, 4096})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
