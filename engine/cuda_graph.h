@@ -48,8 +48,11 @@ class StreamEvent {
 };
 
 // What one captured graph launches, by node kind: how many launches a replay saves, and how
-// many of them are GEMMs (kernel names with gemm/xmma/cutlass: cuBLAS's) against the flow's
-// own element-wise and reduction kernels. unnamed: kernels whose name the runtime cannot give.
+// many are library kernels against mirad's own element-wise and reduction kernels. The runtime
+// API names only kernels of our own module; a kernel node from another library (cuBLAS's
+// GEMMs: cudaGraphKernelNodeGetParams refuses them) is counted in unnamed_kernels. In a
+// training step cuBLAS is the only such library, so unnamed_kernels is the GEMM count there;
+// gemm_kernels counts named kernels that say gemm/xmma/cutlass, should a runtime name them.
 struct GraphCensus {
   int64_t nodes = 0, kernels = 0, gemm_kernels = 0, unnamed_kernels = 0, copies = 0,
           memsets = 0, other = 0;

@@ -46,9 +46,10 @@ struct TrainSettings {
   // CUDA: capture each training step as a CUDA graph and replay it, reading losses back every
   // 10 steps instead of every step (same results as without; off = the eager loop).
   bool cuda_graphs = true;
-  // CUDA graphs, MAML: the meta-batch's B tasks run together (strided-batched GEMMs, one
-  // launch per op for all tasks) instead of one after another. Same meta-gradient up to float
-  // rounding (the CPU's batched path is bit-identical to the per-task one).
+  // MAML: the meta-batch's B tasks run together (strided-batched GEMMs on CUDA, one launch per
+  // op for all tasks) instead of one after another, in the graph-captured and the eager loop.
+  // Same meta-gradient up to float rounding on CUDA; bit-identical on the CPU, where it only
+  // costs memory (two flows' activations for B tasks).
   bool batched_tasks = true;
   // CUDA: "fp32" (the default, matches the CPU to float rounding), "tf32" (tensor cores for
   // the flow's GEMMs; products rounded to 10 mantissa bits) or "bf16" (tensor cores, operands

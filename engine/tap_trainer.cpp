@@ -539,9 +539,33 @@ void TapTrainer::adapt(VecView<const float> theta0, VecView<float> theta, const 
   mem::synchronize(m_stream);
 }
 
+namespace {
+
+// Scores are always FP32: tensor-core precision (train.precision) is for training, so the
+// calibration scores a threshold comes from and every later score use the same arithmetic,
+// on any device. Restores the training precision when the scope ends.
+class Fp32Scope {
+ public:
+  Fp32Scope(CouplingFlow<float>& flow, std::string training) : m_flow(flow), m_training(std::move(training)) {
+    if (m_training != "fp32") m_flow.set_precision("fp32");
+  }
+  ~Fp32Scope() {
+    if (m_training != "fp32") m_flow.set_precision(m_training);
+  }
+  Fp32Scope(const Fp32Scope&) = delete;
+  Fp32Scope& operator=(const Fp32Scope&) = delete;
+
+ private:
+  CouplingFlow<float>& m_flow;
+  std::string m_training;
+};
+
+}  // namespace
+
 std::vector<float> TapTrainer::score(VecView<const float> theta, const PatchBank& bank,
                                      const std::vector<int64_t>& images) {
   NVTX_RANGE("score");
+  const Fp32Scope fp32(m_flow_s, m_train.precision);
   const int64_t hw = bank.hw();
   std::vector<float> out(images.size() * hw);
   // Whole images, in contiguous runs where the ids allow, capped at ~16k rows per forward.
@@ -564,6 +588,7 @@ std::vector<float> TapTrainer::score(VecView<const float> theta, const PatchBank
 void TapTrainer::score_into(VecView<const float> theta, const PatchBank& bank,
                             const std::vector<int64_t>& images, float* out) {
   NVTX_RANGE("score_into");
+  const Fp32Scope fp32(m_flow_s, m_train.precision);
   CHECK_INPUT(theta.size == n_params() && theta.device == m_device,
               "trainer: score_into() parameters do not fit the flow");
   const int64_t hw = bank.hw(), max_images = bank.max_score_images();

@@ -729,6 +729,16 @@ void CudaFlowOps::col_sum_batched(int64_t batch, int64_t n, int64_t W, const flo
   CHECK_THROW(batch <= 1 || sd >= W);  // tasks' sums must not overlap
   check_ptrs(batch * W > 0, {dst});
   check_ptrs(batch * n * W > 0, {src});
+  // Long tasks (all positions of many images): the single-stage kernel would leave most SMs
+  // idle with a few blocks summing thousands of rows each; the chunked two-stage reduction of
+  // col_sum, task by task, fills the device instead.
+  constexpr int64_t kLongTask = 4096;
+  if (n > kLongTask) {
+    for (int64_t t = 0; t < batch; ++t)
+      launch_col_reduce(ColSumOp{src + t * n * lds, lds, beta, dst + t * sd}, n, W,
+                        to_cuda(stream));
+    return;
+  }
   col_sum_batched_launch(batch, n, W, src, lds, beta, dst, sd, to_cuda(stream));
 }
 

@@ -440,6 +440,9 @@ std::vector<OpCase> all_cases() {
         cases.push_back(col_sum_batched_case(batch, n, W, 0.f));
         cases.push_back(col_sum_batched_case(batch, n, W, 0.75f));
       }
+  // Tasks long enough for the chunked two-stage reduction, task by task.
+  cases.push_back(col_sum_batched_case(2, 5000, 40, 0.f));
+  cases.push_back(col_sum_batched_case(3, 4097, 97, 0.75f));
   return cases;
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine/flow.h"
+#include "engine/threads.h"
 #include "expect_error.h"
 #include "flow_test_util.h"
 
@@ -205,4 +206,33 @@ TEST(FlowApi, PrecisionIsCheckedAndTheCpuStaysFp32) {
     flow.forward(p, xv, cv, {}, &other);
     EXPECT_EQ(other, fp32) << prec;
   }
+}
+
+// The CPU flow splits its element-wise rows over as many threads as OpenBLAS has; every row is
+// computed the same way on any thread, so 1 and 2 threads give the same bits (N * D is far above
+// the size where the rows go parallel).
+TEST(FlowApi, OneAndTwoThreadsGiveTheSameBits) {
+  FlowConfig f;
+  f.dim = 24, f.cond_dim = 8, f.n_blocks = 3, f.seed = 4;
+  const int64_t N = 4096;
+  CouplingFlow<float> flow(f, Device::cpu);
+  auto p = random_params(flow, 6);
+  auto v = randn<float>(flow.n_params(), 7, 0.1);
+  auto x = randn<float>(N * f.dim, 8), c = randn<float>(N * f.cond_dim, 9);
+  MatrixView<const float> xv(x.data(), N, f.dim, Device::cpu), cv(c.data(), N, f.cond_dim, Device::cpu);
+  auto run = [&](int threads) {
+    set_compute_threads(threads);
+    std::vector<float> nll, g(flow.n_params()), hv(flow.n_params()), z(N * f.dim), xr(N * f.dim);
+    flow.forward(p, xv, cv, MatrixView<float>(z.data(), N, f.dim, Device::cpu), &nll);
+    flow.hvp(p, xv, cv, {v.data(), flow.n_params(), Device::cpu}, {g.data(), flow.n_params(), Device::cpu},
+             {hv.data(), flow.n_params(), Device::cpu});
+    flow.inverse(p, {z.data(), N, f.dim, Device::cpu}, cv, {xr.data(), N, f.dim, Device::cpu});
+    nll.insert(nll.end(), g.begin(), g.end());
+    nll.insert(nll.end(), hv.begin(), hv.end());
+    nll.insert(nll.end(), xr.begin(), xr.end());
+    return nll;
+  };
+  const auto one = run(1), two = run(2);
+  set_compute_threads(available_cores());
+  EXPECT_EQ(one, two);
 }

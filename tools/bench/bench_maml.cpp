@@ -64,8 +64,9 @@ void BM_TrainSteps(benchmark::State& state) {
   c.train = ts;
   const int64_t steps = 40;
   for (auto _ : state) tr.train(theta, bank, src, steps * c.evals_per_step());
-  // Launches per step (graph replay): kernels, of which GEMMs, and copies; the eager loop
-  // launches the same work one call at a time.
+  // Launches per step (graph replay): kernels, of which cuBLAS's (library kernels the runtime
+  // cannot name: unnamed/step; see GraphCensus), and copies; the eager loop launches the same
+  // work one call at a time.
   const GraphCensus& g = tr.last_graph_census();
   state.counters["kernels/step"] = double(g.kernels);
   state.counters["gemm/step"] = double(g.gemm_kernels);
