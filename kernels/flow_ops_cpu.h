@@ -15,25 +15,6 @@
 
 namespace mirad {
 
-// Row-parallel element-wise work. The per-row and per-element loops below split their rows
-// over OpenMP threads, as many as OpenBLAS has for the GEMMs (one --threads budget; 1 inside
-// the refinement's fold workers, which set OpenBLAS to 1). Each row's arithmetic is the same
-// on any thread, so results do not depend on the thread count; the reductions over rows
-// (col_sum, the ActNorm gradients) stay serial for the same reason. Compiled without OpenMP
-// (a test that includes this header directly), the loops are plain serial loops.
-inline int cpu_row_threads() {
-  return openblas_get_num_threads();
-}
-constexpr int64_t kRowsParallelWork = int64_t(1) << 15;  // elements below which one thread does it
-#define MIRAD_PRAGMA(x) _Pragma(#x)
-#ifdef _OPENMP
-#define MIRAD_CPU_ROWS(work)                                                            \
-  MIRAD_PRAGMA(omp parallel for schedule(static) if ((work) >= kRowsParallelWork) \
-                   num_threads(cpu_row_threads()))
-#else
-#define MIRAD_CPU_ROWS(work)
-#endif
-
 // GEMM work done by CpuFlowOps, in floating-point operations (2*M*N*K per call), for the
 // benchmarks' fraction-of-peak figures; one relaxed atomic add per GEMM call.
 inline std::atomic<uint64_t>& cpu_gemm_flops() {
@@ -75,14 +56,12 @@ struct CpuFlowOps {
   // dst[n, i] = src[n, idx[i]] for i < n_out: applies the fixed permutation of a block.
   void gather_cols(int64_t N, int64_t n_out, const int32_t* idx, const T* src, int64_t lds,
                    T* dst, int64_t ldd) const {
-    MIRAD_CPU_ROWS(N * n_out)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t i = 0; i < n_out; ++i) dst[n * ldd + i] = src[n * lds + idx[i]];
   }
 
   // dst[n, :] = b: seeds a GEMM output with its bias so the GEMM can accumulate (beta = 1).
   void broadcast_rows(int64_t N, int64_t W, const T* b, T* dst, int64_t ldd) const {
-    MIRAD_CPU_ROWS(N * W)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < W; ++j) dst[n * ldd + j] = b[j];
   }
@@ -94,13 +73,11 @@ struct CpuFlowOps {
   }
 
   void relu(int64_t n, const T* a, T* r) const {
-    MIRAD_CPU_ROWS(n)
     for (int64_t i = 0; i < n; ++i) r[i] = a[i] > T(0) ? a[i] : T(0);
   }
 
   // out = in where a > 0, else 0: ReLU's Jacobian, used for gradients and tangents alike.
   void relu_mask(int64_t n, const T* a, const T* in, T* out) const {
-    MIRAD_CPU_ROWS(n)
     for (int64_t i = 0; i < n; ++i) out[i] = a[i] > T(0) ? in[i] : T(0);
   }
 
@@ -120,7 +97,6 @@ struct CpuFlowOps {
   // o = [u | t] (N x 2*d2): s = clamp(u), y2 = x2*exp(s) + t, log_det[n] += sum_j s.
   void coupling_forward(int64_t N, int64_t d2, T clamp, const T* o, const T* x2, int64_t ldx,
                         T* y2, int64_t ldy, T* s, T* log_det) const {
-    MIRAD_CPU_ROWS(N * d2)
     for (int64_t n = 0; n < N; ++n) {
       const T* u = o + n * 2 * d2;
       const T* t = u + d2;
@@ -137,7 +113,6 @@ struct CpuFlowOps {
 
   void coupling_inverse(int64_t N, int64_t d2, T clamp, const T* o, const T* y2, int64_t ldy,
                         T* x2, int64_t ldx) const {
-    MIRAD_CPU_ROWS(N * d2)
     for (int64_t n = 0; n < N; ++n) {
       const T* u = o + n * 2 * d2;
       const T* t = u + d2;
@@ -149,7 +124,6 @@ struct CpuFlowOps {
   // g2 holds dL/dy2 on entry and dL/dx2 on exit (same layout); g_o = [dL/du | dL/dt].
   void coupling_backward(int64_t N, int64_t d2, T clamp, T inv_n, const T* x2, int64_t ldx,
                          const T* s, T* g2, int64_t ldg, T* g_o) const {
-    MIRAD_CPU_ROWS(N * d2)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < d2; ++j) {
         auto g = math::coupling_grad(g2[n * ldg + j], x2[n * ldx + j], s[n * d2 + j], clamp,
@@ -164,7 +138,6 @@ struct CpuFlowOps {
   void coupling_tangent(int64_t N, int64_t d2, T clamp, const T* x2, int64_t ldx, const T* s,
                         const T* x2_dot, int64_t ldxd, const T* o_dot, T* y2_dot, int64_t ldyd,
                         T* s_dot) const {
-    MIRAD_CPU_ROWS(N * d2)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < d2; ++j) {
         auto r = math::coupling_tangent(x2[n * ldx + j], s[n * d2 + j], clamp,
@@ -179,7 +152,6 @@ struct CpuFlowOps {
   void coupling_backward_hvp(int64_t N, int64_t d2, T clamp, T inv_n, const T* x2, int64_t ldx,
                              const T* s, const T* x2_dot, int64_t ldxd, const T* s_dot, T* g2,
                              T* g2_dot, int64_t ldg, T* g_o, T* g_o_dot) const {
-    MIRAD_CPU_ROWS(N * d2)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < d2; ++j) {
         auto r = math::coupling_grad_hvp(g2[n * ldg + j], g2_dot[n * ldg + j], x2[n * ldx + j],
@@ -196,12 +168,10 @@ struct CpuFlowOps {
 
   // ActNorm z = y*exp(ls) + b (all N x D contiguous).
   void actnorm_forward(int64_t N, int64_t D, const T* ls, const T* b, const T* y, T* z) const {
-    MIRAD_CPU_ROWS(N * D)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < D; ++j) z[n * D + j] = math::actnorm_z(y[n * D + j], ls[j], b[j]);
   }
   void actnorm_inverse(int64_t N, int64_t D, const T* ls, const T* b, const T* z, T* y) const {
-    MIRAD_CPU_ROWS(N * D)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < D; ++j) y[n * D + j] = math::actnorm_y(z[n * D + j], ls[j], b[j]);
   }
@@ -210,7 +180,6 @@ struct CpuFlowOps {
   void nll_rows(int64_t N, int64_t D, const T* z, const T* log_det, const T* ls, T* nll) const {
     T sum_ls = 0;
     for (int64_t j = 0; j < D; ++j) sum_ls += ls[j];
-    MIRAD_CPU_ROWS(N * D)
     for (int64_t n = 0; n < N; ++n) {
       T sq = 0;
       for (int64_t j = 0; j < D; ++j) sq += z[n * D + j] * z[n * D + j];
@@ -235,7 +204,6 @@ struct CpuFlowOps {
   // Tangent of ActNorm: z_dot = (y_dot + y*ls_dot)*exp(ls) + b_dot.
   void actnorm_tangent(int64_t N, int64_t D, const T* ls, const T* ls_dot, const T* b_dot,
                        const T* y, const T* y_dot, T* z_dot) const {
-    MIRAD_CPU_ROWS(N * D)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < D; ++j)
         z_dot[n * D + j] = math::actnorm_z_dot(y[n * D + j], y_dot[n * D + j], math::exp_(ls[j]),
@@ -262,7 +230,6 @@ struct CpuFlowOps {
 
   // flags[n] = 1 when row n holds a NaN or Inf.
   void nonfinite_rows(int64_t N, int64_t D, const T* x, int64_t ldx, uint8_t* flags) const {
-    MIRAD_CPU_ROWS(N * D)
     for (int64_t n = 0; n < N; ++n) {
       uint8_t bad = 0;
       for (int64_t j = 0; j < D; ++j) bad |= !std::isfinite(x[n * ldx + j]);

@@ -208,9 +208,9 @@ TEST(FlowApi, PrecisionIsCheckedAndTheCpuStaysFp32) {
   }
 }
 
-// The CPU flow splits its element-wise rows over as many threads as OpenBLAS has; every row is
-// computed the same way on any thread, so 1 and 2 threads give the same bits (N * D is far above
-// the size where the rows go parallel).
+// The thread budget changes how OpenBLAS splits the GEMMs, never what any output element sums:
+// 1 and 2 threads give the same bits for everything the flow computes (the reruns of
+// `mirad clean --threads N` rely on it).
 TEST(FlowApi, OneAndTwoThreadsGiveTheSameBits) {
   FlowConfig f;
   f.dim = 24, f.cond_dim = 8, f.n_blocks = 3, f.seed = 4;
