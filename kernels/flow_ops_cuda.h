@@ -6,10 +6,20 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "engine/device.h"
 
 namespace mirad {
+
+// One GEMM as CudaFlowOps ran it (row-major extents, leading dimensions, per-task strides).
+struct GemmCall {
+  bool trans_a = false, trans_b = false;
+  int64_t M = 0, N = 0, K = 0, lda = 0, ldb = 0, ldc = 0, sa = 0, sb = 0, sc = 0, batch = 1;
+};
+// When set, every gemm()/gemm_batched() issued on this thread is appended to the vector: the
+// benchmarks replay a training step's GEMMs alone to measure the step's pure GEMM time.
+std::vector<GemmCall>*& gemm_recorder();
 
 class CudaFlowOps {
  public:

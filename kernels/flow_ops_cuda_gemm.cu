@@ -94,6 +94,11 @@ CudaFlowOps::~CudaFlowOps() {
                  cublas_status_string(st));
 }
 
+std::vector<GemmCall>*& gemm_recorder() {
+  thread_local std::vector<GemmCall>* recorder = nullptr;
+  return recorder;
+}
+
 // Row-major C = alpha*op(A)*op(B) + beta*C. A row-major matrix read column-major is its
 // transpose, so cuBLAS computes C^T = op(B)^T * op(A)^T: B goes first, A second, with the
 // same transpose flags, and the M/N extents swapped.
@@ -113,6 +118,7 @@ void CudaFlowOps::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t
   if (M == 0 || N == 0) return;
   CHECK_THROW(C != nullptr);
   if (K > 0) CHECK_THROW(A != nullptr && B != nullptr);
+  if (auto* r = gemm_recorder()) r->push_back({trans_a, trans_b, M, N, K, lda, ldb, ldc, 0, 0, 0, 1});
 
   cublasHandle_t handle = to_cublas(m_cublas);
   // `stream` is a public member and may have been changed since construction: follow it.
@@ -156,6 +162,8 @@ void CudaFlowOps::gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N,
   if (M == 0 || N == 0 || batch == 0) return;
   CHECK_THROW(C != nullptr);
   if (K > 0) CHECK_THROW(A != nullptr && B != nullptr);
+  if (auto* r = gemm_recorder())
+    r->push_back({trans_a, trans_b, M, N, K, lda, ldb, ldc, sa, sb, sc, batch});
 
   cublasHandle_t handle = to_cublas(m_cublas);
   cudaStream_t bound = nullptr;
