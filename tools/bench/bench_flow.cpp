@@ -73,6 +73,24 @@ void BM_FlowForwardBackward(benchmark::State& state, Device dev) {
                                                  benchmark::Counter::kIsRate);
 }
 
+// Forward+backward with the GEMMs in FP32, TF32 or BF16 (arg 2: 0, 1, 2): issue 8's tensor-core
+// target is 150 TFLOP/s of GEMM work at D = 1024. CUDA only (the CPU stays FP32).
+void BM_FlowPrecision(benchmark::State& state) {
+  if (skip_without_device(state, Device::cuda)) return;
+  const int64_t D = state.range(0), N = state.range(1);
+  static const char* kNames[] = {"fp32", "tf32", "bf16"};
+  Setup s(D, N, Device::cuda);
+  s.flow.set_precision(kNames[state.range(2)]);
+  state.SetLabel(kNames[state.range(2)]);
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(s.flow.forward(s.params, s.xv(), s.cv()));
+    s.flow.backward(s.params, s.xv(), s.cv(), s.grad);
+  }
+  state.SetItemsProcessed(state.iterations() * N);
+  state.counters["GFLOP/s"] = benchmark::Counter(3 * forward_flops(D, N) * state.iterations() / 1e9,
+                                                 benchmark::Counter::kIsRate);
+}
+
 // The HVP with its gradient (BM_FlowHvp), or H*v alone (BM_FlowHvpOnly, an empty gradient):
 // what MAML's backward sweep needs, since the inner step formed the gradient at theta_k
 // already. Side by side, the saving of the skipped parameter-gradient GEMMs.
@@ -142,6 +160,10 @@ BENCHMARK_CAPTURE(BM_FlowHvpOnly, cpu, Device::cpu)
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_FlowHvpOnly, cuda, Device::cuda)
     ->Args({256, 4096})->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_FlowPrecision)->Name("BM_FlowPrecision/cuda")
+    ->Args({1024, 4096, 0})->Args({1024, 4096, 1})->Args({1024, 4096, 2})
+    ->Args({1024, 16384, 0})->Args({1024, 16384, 1})->Args({1024, 16384, 2})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_FlowForwardBackward, cuda, Device::cuda)
     ->Args({96, 4096})->Args({256, 4096})->Args({512, 4096})->Args({1024, 4096})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
