@@ -101,7 +101,7 @@ DetectorConfig DetectorConfig::from_json(const nlohmann::json& j) {
     f.boolean("warm_start", c.train.warm_start);
     f.number("round_budget", c.train.round_budget, 0.0, 1.0);
     f.boolean("cuda_graphs", c.train.cuda_graphs);
-    f.boolean("batched_tasks", c.train.batched_tasks);
+    f.string("batched_tasks", c.train.batched_tasks, {"auto", "on", "off"});
     f.string("precision", c.train.precision, {"fp32", "tf32", "bf16"});
   }
   if (top.has("refine")) {

@@ -48,9 +48,10 @@ struct TrainSettings {
   bool cuda_graphs = true;
   // MAML: the meta-batch's B tasks run together (strided-batched GEMMs on CUDA, one launch per
   // op for all tasks) instead of one after another, in the graph-captured and the eager loop.
-  // Same meta-gradient up to float rounding on CUDA; bit-identical on the CPU, where it only
-  // costs memory (two flows' activations for B tasks).
-  bool batched_tasks = true;
+  // "auto" (the default): on CUDA only; "on": on any device; "off": never. Same meta-gradient
+  // up to float rounding on CUDA; bit-identical on the CPU, where it saves nothing and costs
+  // memory (two more flows' activations for B tasks: +32% peak RSS on a small MAML job).
+  std::string batched_tasks = "auto";
   // CUDA: "fp32" (the default, matches the CPU to float rounding), "tf32" (tensor cores for
   // the flow's GEMMs; products rounded to 10 mantissa bits) or "bf16" (tensor cores, operands
   // rounded to 8 mantissa bits, FP32 accumulation).

@@ -240,7 +240,7 @@ TapTrainStats TapTrainer::train_graphed(VecView<float> theta, const PatchBank& b
   GraphStep& g = *(m_graph = std::make_unique<GraphStep>());
   g.rows = rows;
   g.n_batches = int64_t(first.size());
-  g.batched = maml && B > 1 && m_train.batched_tasks;
+  g.batched = maml && batched_tasks(B);
   g.gathers = g.batched ? 2 : g.n_batches;
   g.gather_rows = g.batched ? B * rows : rows;
   g.idx_host = PinnedBuffer<int64_t>(size_t(g.n_batches * rows));
@@ -412,6 +412,12 @@ double TapTrainer::plain_gradient(VecView<const float> theta, const PatchBank& b
   return loss;
 }
 
+bool TapTrainer::batched_tasks(int64_t B) const {
+  if (B <= 1) return false;
+  const std::string& mode = m_train.batched_tasks;
+  return mode == "on" || (mode == "auto" && m_device == Device::cuda);
+}
+
 void TapTrainer::ensure_batched_flows(int64_t B) {
   if (m_flow_sb && m_flow_sb->tasks() == B) return;
   auto make = [&] {
@@ -462,7 +468,7 @@ double TapTrainer::maml_gradient(VecView<const float> theta, const PatchBank& ba
     q_rows.push_back(source.rows(eps[b].query, bank.hw(), m_train.positions));
     equal = equal && s_rows[b].size() == s_rows[0].size() && q_rows[b].size() == q_rows[0].size();
   }
-  if (m_train.batched_tasks && B > 1 && equal) {
+  if (batched_tasks(B) && equal) {
     // Fast path: all tasks in one batched pass. A task with a non-finite NLL makes the means
     // non-finite; the step is then redone task by task below, where such rows are left out.
     ensure_batched_flows(B);

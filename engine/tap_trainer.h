@@ -94,6 +94,8 @@ class TapTrainer {
   // Batched tasks: flows set to B tasks (made on first use), and the meta-batch's averaged
   // meta-gradient into m_meta_grad from one batched pass over `tasks` (B row blocks).
   void ensure_batched_flows(int64_t B);
+  // Whether MAML's meta-batch of B tasks runs as one pass here (train.batched_tasks).
+  bool batched_tasks(int64_t B) const;
   void batched_meta_gradient(VecView<const float> theta, const TaskData<float>& tasks,
                              float alpha, double* support_loss, double* query_loss);
 

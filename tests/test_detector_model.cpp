@@ -69,14 +69,16 @@ TEST(DetectorConfig, RejectsUnknownKeysWrongTypesAndRanges) {
                      "multiple of 4");
   expect_input_error([] { DetectorConfig::from_json({{"train", {{"precision", "fp16"}}}}); },
                      "must be one of fp32, tf32, bf16");
-  expect_input_error([] { DetectorConfig::from_json({{"train", {{"batched_tasks", 1}}}}); },
-                     "config.train.batched_tasks");
+  expect_input_error([] { DetectorConfig::from_json({{"train", {{"batched_tasks", true}}}}); },
+                     "config.train.batched_tasks must be a string");
+  expect_input_error([] { DetectorConfig::from_json({{"train", {{"batched_tasks", "yes"}}}}); },
+                     "must be one of auto, on, off");
   {
     const DetectorConfig b = DetectorConfig::from_json(
-        {{"train", {{"precision", "bf16"}, {"batched_tasks", false}}}});
+        {{"train", {{"precision", "bf16"}, {"batched_tasks", "off"}}}});
     EXPECT_EQ(b.train.precision, "bf16");
-    EXPECT_FALSE(b.train.batched_tasks);
-    EXPECT_TRUE(DetectorConfig{}.train.batched_tasks);
+    EXPECT_EQ(b.train.batched_tasks, "off");
+    EXPECT_EQ(DetectorConfig{}.train.batched_tasks, "auto");
   }
   // Round trip, and the rule's k defaults by rule.
   DetectorConfig c = DetectorConfig::from_json({{"refine", {{"rule", "mad"}}}, {"seed", 5}});

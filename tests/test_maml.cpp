@@ -193,7 +193,7 @@ TEST(Maml, BatchedTasksTrainLikeTasksOneByOne) {
   for (bool second_order : {true, false}) {
     auto run = [&](bool batched) {
       TrainSettings ts;
-      ts.mode = "maml", ts.second_order = second_order, ts.batched_tasks = batched;
+      ts.mode = "maml", ts.second_order = second_order, ts.batched_tasks = batched ? "on" : "off";
       ts.support = 3, ts.query = 2, ts.meta_batch = 3, ts.n_inner = 2, ts.positions = 3;
       ts.inner_lr = 0.3, ts.n_final = 0;
       TapTrainer trainer(fc, ts, Device::cpu);

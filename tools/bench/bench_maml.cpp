@@ -61,7 +61,7 @@ void BM_TrainSteps(benchmark::State& state) {
   TrainSettings ts;
   ts.mode = state.range(1) ? "maml" : "plain";
   ts.cuda_graphs = state.range(2) != 0;
-  ts.batched_tasks = state.range(3) != 0;
+  ts.batched_tasks = state.range(3) != 0 ? "on" : "off";
   ts.n_final = 0;
   TapTrainer tr(f, ts, Device::cuda);
   EpisodeScheduler src(images, {}, ts.support, ts.query, 5);
@@ -98,7 +98,7 @@ void BM_MamlStepGemmShare(benchmark::State& state) {
   TrainSettings ts;
   ts.mode = "maml";
   ts.n_final = 0;
-  ts.batched_tasks = state.range(1) != 0;
+  ts.batched_tasks = state.range(1) != 0 ? "on" : "off";
   DetectorConfig c;
   c.train = ts;
   const int64_t one_step = c.evals_per_step();
