@@ -267,24 +267,6 @@ TapMaps merge_folds(const std::vector<int64_t>& images, const std::vector<int>& 
 
 }  // namespace
 
-TapMaps score_maps(const ModelSet& model, const std::vector<const PatchBank*>& banks,
-                   const std::vector<int64_t>& images, const TrainSettings& train, Device device) {
-  CHECK_INPUT(model.taps.size() == banks.size(), "scoring: model has {} taps, features have {}",
-              model.taps.size(), banks.size());
-  TapMaps maps;
-  maps.n_images = int64_t(images.size());
-  for (size_t t = 0; t < banks.size(); ++t) {
-    CHECK_INPUT(model.taps[t].flow.dim == banks[t]->channels(),
-                "scoring: tap {} has {} channels, the model's flow {}", t, banks[t]->channels(),
-                model.taps[t].flow.dim);
-    TapTrainer tr(model.taps[t].flow, train, device);
-    maps.grids.push_back({banks[t]->height(), banks[t]->width()});
-    auto theta = Buffer<float>::from_host(model.taps[t].theta, device);
-    maps.nll.push_back(tr.score(theta, *banks[t], images));
-  }
-  return maps;
-}
-
 DeviceTapMaps score_maps_on_device(const ModelSet& model,
                                    const std::vector<const PatchBank*>& banks,
                                    const std::vector<int64_t>& images, const TrainSettings& train,

@@ -133,14 +133,12 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
                         const EpisodeSourceFactory& episodes, Device device,
                         const RefineOptions& options = {});
 
-// Per-tap patch NLLs of images under a model (any images of the banks).
-// score_maps() with the NLLs left on `device` (DeviceTapMaps), for score_images() there.
+// Per-tap patch NLLs of images under a model (any images of the banks), left on `device`
+// (DeviceTapMaps) for score_images() there.
 DeviceTapMaps score_maps_on_device(const ModelSet& model,
                                    const std::vector<const PatchBank*>& banks,
                                    const std::vector<int64_t>& images, const TrainSettings& train,
                                    Device device);
-TapMaps score_maps(const ModelSet& model, const std::vector<const PatchBank*>& banks,
-                   const std::vector<int64_t>& images, const TrainSettings& train, Device device);
 
 // The decision threshold from calibration scores (DESIGN.md §6).
 double decision_threshold(const std::vector<double>& scores, const ThresholdSettings& t,

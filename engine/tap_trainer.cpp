@@ -571,23 +571,15 @@ class Fp32Scope {
 std::vector<float> TapTrainer::score(VecView<const float> theta, const PatchBank& bank,
                                      const std::vector<int64_t>& images) {
   NVTX_RANGE("score");
-  const Fp32Scope fp32(m_flow_s, m_train.precision);
-  const int64_t hw = bank.hw();
-  std::vector<float> out(images.size() * hw);
-  // Whole images, in contiguous runs where the ids allow, capped at ~16k rows per forward.
-  const int64_t max_images = bank.max_score_images();
-  std::vector<float> nll;
-  size_t i = 0;
-  while (i < images.size()) {
-    size_t j = i + 1;
-    while (j < images.size() && int64_t(j - i) < max_images && images[j] == images[j - 1] + 1)
-      ++j;
-    const int64_t count = int64_t(j - i);
-    m_flow_s.forward(theta, bank.image_rows(images[i], count), bank.image_condition(count), {},
-                     &nll);
-    std::copy(nll.begin(), nll.end(), out.begin() + i * hw);
-    i = j;
+  std::vector<float> out(images.size() * bank.hw());
+  if (m_device == Device::cpu) {
+    score_into(theta, bank, images, out.data());
+    return out;
   }
+  Buffer<float> nll(out.size(), m_device);
+  score_into(theta, bank, images, nll.data());
+  mem::copy(out.data(), Device::cpu, nll.data(), m_device, sizeof(float) * out.size(), m_stream);
+  mem::synchronize(m_stream);
   return out;
 }
 

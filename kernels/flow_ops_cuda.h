@@ -83,6 +83,7 @@ class CudaFlowOps {
 
  private:
   bool m_bf16 = false;
+  void* prepare_gemm(const GemmCall& g, const float* A, const float* B, const float* C) const;
   void* m_cublas = nullptr;  // cublasHandle_t bound to `stream`
   void* m_workspace = nullptr;  // the handle's cuBLAS workspace (device memory)
 };

@@ -99,33 +99,42 @@ std::vector<GemmCall>*& gemm_recorder() {
   return recorder;
 }
 
+// Shared by gemm() and gemm_batched(): validates the row-major operands (BLAS wants
+// ld >= max(1, width); cuBLAS takes int extents, which the flow never comes near), records the
+// call for the benchmarks, and binds the handle to `stream` (a public member that may have
+// changed since construction). Returns null when there is nothing to compute.
+void* CudaFlowOps::prepare_gemm(const GemmCall& g, const float* A, const float* B,
+                                const float* C) const {
+  CHECK_THROW(g.M >= 0 && g.N >= 0 && g.K >= 0 && g.batch >= 0);
+  const int64_t width_a = g.trans_a ? g.M : g.K;
+  const int64_t width_b = g.trans_b ? g.K : g.N;
+  CHECK_THROW(g.lda >= std::max<int64_t>(1, width_a));
+  CHECK_THROW(g.ldb >= std::max<int64_t>(1, width_b));
+  CHECK_THROW(g.ldc >= std::max<int64_t>(1, g.N));
+  CHECK_THROW(g.M <= INT_MAX && g.N <= INT_MAX && g.K <= INT_MAX && g.batch <= INT_MAX);
+  CHECK_THROW(g.lda <= INT_MAX && g.ldb <= INT_MAX && g.ldc <= INT_MAX);
+  // Outputs of different tasks must not overlap (cuBLAS runs them concurrently).
+  CHECK_THROW(g.batch <= 1 || g.sc >= g.M * g.ldc);
+  if (g.M == 0 || g.N == 0 || g.batch == 0) return nullptr;
+  CHECK_THROW(C != nullptr);
+  if (g.K > 0) CHECK_THROW(A != nullptr && B != nullptr);
+  if (auto* r = gemm_recorder()) r->push_back(g);
+  cublasHandle_t handle = to_cublas(m_cublas);
+  cudaStream_t bound = nullptr;
+  CUBLAS_CHECK_THROW(cublasGetStream(handle, &bound));
+  if (bound != to_cuda(stream)) CUBLAS_CHECK_THROW(cublasSetStream(handle, to_cuda(stream)));
+  return handle;
+}
+
 // Row-major C = alpha*op(A)*op(B) + beta*C. A row-major matrix read column-major is its
 // transpose, so cuBLAS computes C^T = op(B)^T * op(A)^T: B goes first, A second, with the
 // same transpose flags, and the M/N extents swapped.
 void CudaFlowOps::gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                        const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
                        float* C, int64_t ldc) const {
-  CHECK_THROW(M >= 0 && N >= 0 && K >= 0);
-  // Row-major widths of the stored matrices; BLAS wants ld >= max(1, width).
-  const int64_t width_a = trans_a ? M : K;
-  const int64_t width_b = trans_b ? K : N;
-  CHECK_THROW(lda >= std::max<int64_t>(1, width_a));
-  CHECK_THROW(ldb >= std::max<int64_t>(1, width_b));
-  CHECK_THROW(ldc >= std::max<int64_t>(1, N));
-  // cublasSgemm takes int extents; the flow never comes near 2^31.
-  CHECK_THROW(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX);
-  CHECK_THROW(lda <= INT_MAX && ldb <= INT_MAX && ldc <= INT_MAX);
-  if (M == 0 || N == 0) return;
-  CHECK_THROW(C != nullptr);
-  if (K > 0) CHECK_THROW(A != nullptr && B != nullptr);
-  if (auto* r = gemm_recorder()) r->push_back({trans_a, trans_b, M, N, K, lda, ldb, ldc, 0, 0, 0, 1});
-
-  cublasHandle_t handle = to_cublas(m_cublas);
-  // `stream` is a public member and may have been changed since construction: follow it.
-  cudaStream_t bound = nullptr;
-  CUBLAS_CHECK_THROW(cublasGetStream(handle, &bound));
-  if (bound != to_cuda(stream)) CUBLAS_CHECK_THROW(cublasSetStream(handle, to_cuda(stream)));
-
+  const GemmCall g{trans_a, trans_b, M, N, K, lda, ldb, ldc, 0, 0, 0, 1};
+  auto handle = static_cast<cublasHandle_t>(prepare_gemm(g, A, B, C));
+  if (!handle) return;
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   if (m_bf16) {
@@ -149,27 +158,9 @@ void CudaFlowOps::gemm_batched(bool trans_a, bool trans_b, int64_t M, int64_t N,
                                float alpha, const float* A, int64_t lda, int64_t sa,
                                const float* B, int64_t ldb, int64_t sb, float beta, float* C,
                                int64_t ldc, int64_t sc, int64_t batch) const {
-  CHECK_THROW(M >= 0 && N >= 0 && K >= 0 && batch >= 0);
-  const int64_t width_a = trans_a ? M : K;
-  const int64_t width_b = trans_b ? K : N;
-  CHECK_THROW(lda >= std::max<int64_t>(1, width_a));
-  CHECK_THROW(ldb >= std::max<int64_t>(1, width_b));
-  CHECK_THROW(ldc >= std::max<int64_t>(1, N));
-  CHECK_THROW(M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && batch <= INT_MAX);
-  CHECK_THROW(lda <= INT_MAX && ldb <= INT_MAX && ldc <= INT_MAX);
-  // Outputs of different tasks must not overlap (cuBLAS runs them concurrently).
-  CHECK_THROW(batch <= 1 || sc >= M * ldc);
-  if (M == 0 || N == 0 || batch == 0) return;
-  CHECK_THROW(C != nullptr);
-  if (K > 0) CHECK_THROW(A != nullptr && B != nullptr);
-  if (auto* r = gemm_recorder())
-    r->push_back({trans_a, trans_b, M, N, K, lda, ldb, ldc, sa, sb, sc, batch});
-
-  cublasHandle_t handle = to_cublas(m_cublas);
-  cudaStream_t bound = nullptr;
-  CUBLAS_CHECK_THROW(cublasGetStream(handle, &bound));
-  if (bound != to_cuda(stream)) CUBLAS_CHECK_THROW(cublasSetStream(handle, to_cuda(stream)));
-
+  const GemmCall g{trans_a, trans_b, M, N, K, lda, ldb, ldc, sa, sb, sc, batch};
+  auto handle = static_cast<cublasHandle_t>(prepare_gemm(g, A, B, C));
+  if (!handle) return;
   const cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   if (m_bf16) {

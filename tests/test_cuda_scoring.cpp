@@ -6,31 +6,21 @@
 #include <random>
 
 #include "engine/scoring.h"
-#include "flow_test_util.h"
+#include "scoring_test_util.h"
 
 using namespace mirad;
 
 TEST(CudaScoring, DeviceMapsMatchTheHostPath) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-  std::mt19937_64 rng(7);
-  std::normal_distribution<float> nd;
-  TapMaps maps;
-  maps.grids = {{32, 32}, {16, 16}};  // the default taps' grids at 256 px
-  maps.n_images = 300;
-  for (const Grid& g : maps.grids) {
-    std::vector<float> v(maps.n_images * g.size());
-    for (auto& x : v) x = nd(rng);
-    maps.nll.push_back(v);
-  }
+  // The default taps' grids at 256 px.
+  TapMaps maps = mirad::test::random_tap_maps({{32, 32}, {16, 16}}, 300, 7);
   maps.nll[0][1000] = NAN;  // image 0 fails at one position: +Inf on both paths
   ScoreSettings ss;
   std::vector<double> calib;
   const ScoreStats st = calibrate_scores(maps, ss, calib);
   std::vector<float> fused;
   const auto want = score_images(maps, st, ss, &fused);
-  DeviceTapMaps dm;
-  dm.grids = maps.grids, dm.n_images = maps.n_images, dm.device = Device::cuda;
-  for (const auto& v : maps.nll) dm.nll.push_back(Buffer<float>::from_host(v, Device::cuda));
+  const DeviceTapMaps dm = mirad::test::to_device(maps, Device::cuda);
   Buffer<float> dfused;
   const auto got = score_images(dm, st, ss, &dfused);
   ASSERT_EQ(got.size(), want.size());

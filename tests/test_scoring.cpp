@@ -8,6 +8,7 @@
 #include "engine/rejection.h"
 #include "engine/scoring.h"
 #include "expect_error.h"
+#include "scoring_test_util.h"
 
 using namespace mirad;
 
@@ -71,16 +72,7 @@ TEST(Scoring, ImagePartsAndHybridScoreByHand) {
 TEST(Scoring, CalibrationScoresAreConsistentWithScoringAlone) {
   // Scores from calibrate_scores equal score_images with the fitted stats: the statistics,
   // not the batch, decide a score.
-  std::mt19937_64 rng(3);
-  std::normal_distribution<float> nd;
-  TapMaps maps;
-  maps.grids = {{4, 5}, {2, 3}};
-  maps.n_images = 12;
-  for (const Grid& g : maps.grids) {
-    std::vector<float> v(maps.n_images * g.size());
-    for (auto& x : v) x = nd(rng);
-    maps.nll.push_back(v);
-  }
+  TapMaps maps = mirad::test::random_tap_maps({{4, 5}, {2, 3}}, 12, 3);
   ScoreSettings ss;
   std::vector<double> calib;
   const ScoreStats st = calibrate_scores(maps, ss, calib);
@@ -101,25 +93,14 @@ TEST(Scoring, CalibrationScoresAreConsistentWithScoringAlone) {
 // The device-generic scoring path (DeviceTapMaps), run on the CPU, is the host path itself:
 // identical scores and fused maps, bit for bit, for maps with a NaN and two grid sizes.
 TEST(Scoring, DeviceTapMapsOnTheCpuEqualTheHostPath) {
-  std::mt19937_64 rng(5);
-  std::normal_distribution<float> nd;
-  TapMaps maps;
-  maps.grids = {{6, 7}, {3, 4}};
-  maps.n_images = 9;
-  for (const Grid& g : maps.grids) {
-    std::vector<float> v(maps.n_images * g.size());
-    for (auto& x : v) x = nd(rng);
-    maps.nll.push_back(v);
-  }
+  TapMaps maps = mirad::test::random_tap_maps({{6, 7}, {3, 4}}, 9, 5);
   maps.nll[1][13] = NAN;
   ScoreSettings ss;
   std::vector<double> calib;
   const ScoreStats st = calibrate_scores(maps, ss, calib);
   std::vector<float> fused;
   const auto want = score_images(maps, st, ss, &fused);
-  DeviceTapMaps dm;
-  dm.grids = maps.grids, dm.n_images = maps.n_images, dm.device = Device::cpu;
-  for (const auto& v : maps.nll) dm.nll.push_back(Buffer<float>::from_host(v, Device::cpu));
+  DeviceTapMaps dm = mirad::test::to_device(maps, Device::cpu);
   Buffer<float> dfused;
   const auto got = score_images(dm, st, ss, &dfused);
   EXPECT_EQ(got, want);

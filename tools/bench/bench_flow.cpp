@@ -59,10 +59,8 @@ double forward_flops(int64_t D, int64_t N) {
   return 8 * 2.0 * N * (H * (d1 + 64) + 2 * d2 * H);
 }
 
-void BM_FlowForwardBackward(benchmark::State& state, Device dev) {
-  if (skip_without_device(state, dev)) return;
-  const int64_t D = state.range(0), N = state.range(1);
-  Setup s(D, N, dev);
+// Times forward+backward on a set-up flow (the caller picked device and precision).
+void forward_backward(benchmark::State& state, Setup& s, int64_t D, int64_t N) {
   for (auto _ : state) {
     // forward() and backward() synchronise the stream, so the time is real device time.
     benchmark::DoNotOptimize(s.flow.forward(s.params, s.xv(), s.cv()));
@@ -71,6 +69,13 @@ void BM_FlowForwardBackward(benchmark::State& state, Device dev) {
   state.SetItemsProcessed(state.iterations() * N);
   state.counters["GFLOP/s"] = benchmark::Counter(3 * forward_flops(D, N) * state.iterations() / 1e9,
                                                  benchmark::Counter::kIsRate);
+}
+
+void BM_FlowForwardBackward(benchmark::State& state, Device dev) {
+  if (skip_without_device(state, dev)) return;
+  const int64_t D = state.range(0), N = state.range(1);
+  Setup s(D, N, dev);
+  forward_backward(state, s, D, N);
 }
 
 // Forward+backward with the GEMMs in FP32, TF32 or BF16 (arg 2: 0, 1, 2): issue 8's tensor-core
@@ -82,13 +87,7 @@ void BM_FlowPrecision(benchmark::State& state) {
   Setup s(D, N, Device::cuda);
   s.flow.set_precision(kNames[state.range(2)]);
   state.SetLabel(kNames[state.range(2)]);
-  for (auto _ : state) {
-    benchmark::DoNotOptimize(s.flow.forward(s.params, s.xv(), s.cv()));
-    s.flow.backward(s.params, s.xv(), s.cv(), s.grad);
-  }
-  state.SetItemsProcessed(state.iterations() * N);
-  state.counters["GFLOP/s"] = benchmark::Counter(3 * forward_flops(D, N) * state.iterations() / 1e9,
-                                                 benchmark::Counter::kIsRate);
+  forward_backward(state, s, D, N);
 }
 
 // The HVP with its gradient (BM_FlowHvp), or H*v alone (BM_FlowHvpOnly, an empty gradient):

@@ -52,17 +52,23 @@ void BM_MamlStep(benchmark::State& state, Device dev) {
 // Training steps at the default sizes, CUDA graph replay against the eager loop: args D, mode
 // (0 plain, 1 second-order MAML), graphs (0/1), batched tasks (0/1; MAML: the B = 4 tasks in
 // one batched pass or one after another). Time per step.
+// Training settings of the step benchmarks: no final adaptation, batched tasks on or off.
+TrainSettings step_settings(const char* mode, bool batched) {
+  TrainSettings ts;
+  ts.mode = mode;
+  ts.batched_tasks = batched ? "on" : "off";
+  ts.n_final = 0;
+  return ts;
+}
+
 void BM_TrainSteps(benchmark::State& state) {
   if (!cuda_available()) return state.SkipWithError("no CUDA device");
   const int64_t D = state.range(0);
   FlowConfig f;
   f.dim = D;
   auto [bank, images] = bench::random_bank(D, f.cond_dim, Device::cuda);
-  TrainSettings ts;
-  ts.mode = state.range(1) ? "maml" : "plain";
+  TrainSettings ts = step_settings(state.range(1) ? "maml" : "plain", state.range(3) != 0);
   ts.cuda_graphs = state.range(2) != 0;
-  ts.batched_tasks = state.range(3) != 0 ? "on" : "off";
-  ts.n_final = 0;
   TapTrainer tr(f, ts, Device::cuda);
   EpisodeScheduler src(images, {}, ts.support, ts.query, 5);
   auto theta = tr.init_params(bank, src);
@@ -95,10 +101,7 @@ void BM_MamlStepGemmShare(benchmark::State& state) {
   FlowConfig f;
   f.dim = D;
   auto [bank, images] = bench::random_bank(D, f.cond_dim, Device::cuda);
-  TrainSettings ts;
-  ts.mode = "maml";
-  ts.n_final = 0;
-  ts.batched_tasks = state.range(1) != 0 ? "on" : "off";
+  const TrainSettings ts = step_settings("maml", state.range(1) != 0);
   DetectorConfig c;
   c.train = ts;
   const int64_t one_step = c.evals_per_step();
