@@ -16,6 +16,24 @@ namespace mirad {
 
 namespace fs = std::filesystem;
 
+BackbonePrecision parse_backbone_precision(const std::string& name) {
+  for (BackbonePrecision p : {BackbonePrecision::fp32, BackbonePrecision::tf32,
+                              BackbonePrecision::fp16, BackbonePrecision::bf16})
+    if (name == backbone_precision_name(p)) return p;
+  throw InputError(fmt::format("backbone precision must be fp32, tf32, fp16 or bf16 (got '{}')",
+                               name));
+}
+
+const char* backbone_precision_name(BackbonePrecision p) {
+  switch (p) {
+    case BackbonePrecision::fp32: return "fp32";
+    case BackbonePrecision::tf32: return "tf32";
+    case BackbonePrecision::fp16: return "fp16";
+    case BackbonePrecision::bf16: return "bf16";
+  }
+  return "?";
+}
+
 int ArenaPlanner::add(std::size_t bytes, int step) {
   m_buffers.push_back({bytes, step, step});
   return static_cast<int>(m_buffers.size()) - 1;

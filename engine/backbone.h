@@ -23,16 +23,26 @@ class BackboneBackend;
 // the others force one path, for tests and benchmarks.
 enum class CpuConvAlgo { automatic, onednn, gemm };
 
+// CUDA convolution arithmetic.
+// - fp32: exact float32 (FMA math), matching the CPU backend to float rounding. The default.
+// - tf32: float32 activations, tensor-core products with inputs rounded to 10 mantissa bits.
+// - fp16 / bf16: activations stored as 16-bit floats in NHWC (cuDNN's tensor-core layout),
+//   products on tensor cores, sums and every non-convolution op in float32; each stored value
+//   is rounded once (FP16: 11 significant bits, range +-65504; BF16: 8 bits, float's range).
+//   Inputs and taps stay float32 NCHW, so callers see no difference but the rounding.
+enum class BackbonePrecision { fp32, tf32, fp16, bf16 };
+// "fp32", "tf32", "fp16", "bf16"; InputError naming the choices for anything else.
+BackbonePrecision parse_backbone_precision(const std::string& name);
+const char* backbone_precision_name(BackbonePrecision p);
+
 struct BackboneOptions {
   CpuConvAlgo cpu_conv = CpuConvAlgo::automatic;
   // CPU: run a batch in chunks of this many images, layer by layer within a chunk, so that
   // the activations stay in cache (a 16-image batch of 112x112x96 maps is 77 MB a tensor).
   // 0 = automatic (see backbone_cpu.cpp).
   int cpu_batch_chunk = 0;
-  // CUDA: let cuDNN use TF32 tensor cores for float32 convolutions. Faster on Ampere and
-  // later, but products are rounded to 10 mantissa bits (~1e-3 relative), so the features
-  // stop matching the CPU backend to float32 precision; off by default.
-  bool allow_tf32 = false;
+  // CUDA: the arithmetic of the convolutions (the CPU backend is always exact FP32).
+  BackbonePrecision precision = BackbonePrecision::fp32;
 };
 
 // One tap's output: NCHW, or [N, K] after RESHAPE / FULLY_CONNECTED, on the backbone's device.

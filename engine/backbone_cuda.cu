@@ -2,7 +2,10 @@
 // once per plan shape, one handle bound to the backbone's stream, one reusable workspace),
 // explicit padding for TF-SAME's asymmetric pads (cuDNN pads symmetrically only), and the
 // custom kernels of kernels/backbone_ops_cuda.cu for bias + activation, add, pooling, softmax.
-// Activations stay plain NCHW, so taps are straight copies.
+// In FP32 and TF32 the activations stay plain NCHW float, so taps are straight copies. In FP16
+// and BF16 (BackbonePrecision) they are 16-bit NHWC, cuDNN's tensor-core layout: the input is
+// converted on entry, each tap converted back to float32 NCHW on its way out, and the
+// non-convolution ops are the NHWC kernels of kernels/backbone_ops_half_cuda.cu.
 
 // fmt 9 turns constexpr off under nvcc yet keeps its consteval format-string check, which then
 // fails in engine/error.h; g++ units have it on, so this matches them (as the other .cu files).
@@ -24,6 +27,7 @@
 #include "engine/cuda_error.h"
 #include "engine/safetensors.h"
 #include "kernels/backbone_ops.h"
+#include "kernels/backbone_ops_half.h"
 
 namespace mirad {
 namespace {
@@ -69,7 +73,11 @@ struct ConvDescs {
   }
 };
 
-enum class StepKind { pad, conv, bias_act, add, act, max_pool, avg_pool, global_pool, softmax };
+// to_nhwc / to_nchw: the 16-bit path's layout changes (the input on entry; before a RESHAPE
+// of a spatial map, whose flattening order is NCHW's).
+enum class StepKind {
+  pad, conv, bias_act, add, act, max_pool, avg_pool, global_pool, softmax, to_nhwc, to_nchw
+};
 
 struct Step {
   StepKind kind;
@@ -79,7 +87,7 @@ struct Step {
   bbops::PoolGeom pool{};         // max_pool, avg_pool
   int act = bbops::kActNone;      // bias_act, add, act
   int64_t count = 0, channels = 0, hw = 0;
-  const float* weight = nullptr;  // conv
+  const void* weight = nullptr;   // conv: float OIHW, or 16-bit OHWI on the 16-bit path
   const float* bias = nullptr;    // bias_act
   std::unique_ptr<ConvDescs> conv;
 };
@@ -96,7 +104,13 @@ class CudaBackbone final : public BackboneBackend {
  public:
   CudaBackbone(Graph graph, const SafeTensors& weights, Stream stream,
                const BackboneOptions& options)
-      : m_graph(std::move(graph)), m_stream(stream), m_options(options) {
+      : m_graph(std::move(graph)),
+        m_stream(stream),
+        m_options(options),
+        m_half(options.precision == BackbonePrecision::fp16 ||
+               options.precision == BackbonePrecision::bf16),
+        m_half_type(options.precision == BackbonePrecision::bf16 ? bbops::Half::bf16
+                                                                 : bbops::Half::fp16) {
     CUDNN_CHECK_THROW(cudnnCreate(&m_cudnn));
     const cudnnStatus_t st = cudnnSetStream(m_cudnn, to_cuda(stream));
     if (st != CUDNN_STATUS_SUCCESS) {
@@ -104,11 +118,18 @@ class CudaBackbone final : public BackboneBackend {
       throw std::runtime_error(std::string("cudnnSetStream failed: ") + cudnnGetErrorString(st));
     }
     try {
-      for (const GraphOp& op : m_graph.ops)
-        for (const std::string& name : {op.weight, op.bias})
-          if (!name.empty() && !m_weights.count(name))
-            m_weights.emplace(
-                name, Buffer<float>::from_host(weights.at(name).data, Device::cuda, stream));
+      for (const GraphOp& op : m_graph.ops) {
+        if (m_half && !op.weight.empty()) {
+          if (!m_weights16.count(op.weight))
+            m_weights16.emplace(op.weight, half_weight(op, weights.at(op.weight)));
+        } else if (!op.weight.empty() && !m_weights.count(op.weight)) {
+          m_weights.emplace(op.weight, Buffer<float>::from_host(weights.at(op.weight).data,
+                                                                Device::cuda, stream));
+        }
+        if (!op.bias.empty() && !m_weights.count(op.bias))  // biases stay float32
+          m_weights.emplace(
+              op.bias, Buffer<float>::from_host(weights.at(op.bias).data, Device::cuda, stream));
+      }
     } catch (...) {
       cudnnDestroy(m_cudnn);
       throw;
@@ -134,9 +155,9 @@ class CudaBackbone final : public BackboneBackend {
     for (std::size_t k = 0; k < outputs.size(); ++k)
       check_device_pointer(outputs[k], "output for tap " + std::to_string(taps[k]));
     CudaPlan& plan = plan_for(shape, last_op);
-    auto ptr = [&](int ref) -> float* {
+    auto ptr = [&](int ref) -> void* {
       return ref == kInputRef ? const_cast<float*>(input)
-                              : reinterpret_cast<float*>(m_arena.data() + plan.offsets[ref]);
+                              : static_cast<void*>(m_arena.data() + plan.offsets[ref]);
     };
     int step = 0;
     for (int op = 0; op <= last_op; ++op) {
@@ -144,8 +165,13 @@ class CudaBackbone final : public BackboneBackend {
       for (std::size_t k = 0; k < taps.size(); ++k) {
         if (taps[k] != op) continue;
         const auto& [s, ref] = plan.values[op];
-        CUDA_CHECK_THROW(cudaMemcpyAsync(outputs[k], ptr(ref), s.numel() * sizeof(float),
-                                         cudaMemcpyDeviceToDevice, to_cuda(m_stream)));
+        if (m_half)
+          bbops::nhwc_half_to_float_cuda(m_half_type, s.n, s.c, s.h, s.w,
+                                         static_cast<const uint16_t*>(ptr(ref)), outputs[k],
+                                         m_stream);
+        else
+          CUDA_CHECK_THROW(cudaMemcpyAsync(outputs[k], ptr(ref), s.numel() * sizeof(float),
+                                           cudaMemcpyDeviceToDevice, to_cuda(m_stream)));
       }
     }
   }
@@ -161,44 +187,114 @@ class CudaBackbone final : public BackboneBackend {
 
   template <typename Ptr>
   void exec(Step& s, Ptr&& ptr) {
+    if (s.kind == StepKind::conv) {
+      const float one = 1.f, zero = 0.f;  // float scalars: the compute type is float on all paths
+      ConvDescs& d = *s.conv;
+      CUDNN_CHECK_THROW(cudnnConvolutionForward(m_cudnn, &one, d.x, ptr(s.in0), d.w, s.weight,
+                                                d.conv, d.algo, m_workspace.data(), d.workspace,
+                                                &zero, d.y, ptr(s.out)));
+      return;
+    }
+    if (m_half) return exec_half(s, ptr);
+    auto f = [&](int ref) { return static_cast<float*>(ptr(ref)); };
     switch (s.kind) {
       case StepKind::pad:
         bbops::pad_cuda(s.in_shape.n, s.in_shape.c, s.in_shape.h, s.in_shape.w, s.pads, 0.f,
-                        ptr(s.in0), ptr(s.out), m_stream);
+                        f(s.in0), f(s.out), m_stream);
         break;
-      case StepKind::conv: {
-        const float one = 1.f, zero = 0.f;
-        ConvDescs& d = *s.conv;
-        CUDNN_CHECK_THROW(cudnnConvolutionForward(m_cudnn, &one, d.x, ptr(s.in0), d.w, s.weight,
-                                                  d.conv, d.algo, m_workspace.data(), d.workspace,
-                                                  &zero, d.y, ptr(s.out)));
-        break;
-      }
       case StepKind::bias_act:
         bbops::bias_act_cuda(s.count / (s.channels * s.hw), s.channels, s.hw, s.bias, s.act,
-                             ptr(s.out), m_stream);
+                             f(s.out), m_stream);
         break;
       case StepKind::add:
-        bbops::add_act_cuda(s.count, ptr(s.in0), ptr(s.in1), s.act, ptr(s.out), m_stream);
+        bbops::add_act_cuda(s.count, f(s.in0), f(s.in1), s.act, f(s.out), m_stream);
         break;
       case StepKind::act:
-        bbops::act_cuda(s.count, ptr(s.in0), s.act, ptr(s.out), m_stream);
+        bbops::act_cuda(s.count, f(s.in0), s.act, f(s.out), m_stream);
         break;
       case StepKind::max_pool:
-        bbops::max_pool_cuda(s.pool, ptr(s.in0), ptr(s.out), m_stream);
+        bbops::max_pool_cuda(s.pool, f(s.in0), f(s.out), m_stream);
         break;
       case StepKind::avg_pool:
-        bbops::avg_pool_cuda(s.pool, ptr(s.in0), ptr(s.out), m_stream);
+        bbops::avg_pool_cuda(s.pool, f(s.in0), f(s.out), m_stream);
         break;
       case StepKind::global_pool:
         bbops::global_avg_pool_cuda(s.in_shape.n * s.in_shape.c, s.in_shape.h * s.in_shape.w,
-                                    ptr(s.in0), ptr(s.out), m_stream);
+                                    f(s.in0), f(s.out), m_stream);
         break;
       case StepKind::softmax:
-        bbops::softmax_cuda(s.in_shape.n, s.in_shape.c, s.in_shape.h * s.in_shape.w, ptr(s.in0),
-                            ptr(s.out), m_stream);
+        bbops::softmax_cuda(s.in_shape.n, s.in_shape.c, s.in_shape.h * s.in_shape.w, f(s.in0),
+                            f(s.out), m_stream);
         break;
+      case StepKind::conv:
+      case StepKind::to_nhwc:
+      case StepKind::to_nchw:
+        throw std::logic_error("backbone on CUDA: a 16-bit layout step in a float32 plan");
     }
+  }
+
+  // The same steps on 16-bit NHWC activations.
+  template <typename Ptr>
+  void exec_half(Step& s, Ptr&& ptr) {
+    const bbops::Half t = m_half_type;
+    auto h = [&](int ref) { return static_cast<uint16_t*>(ptr(ref)); };
+    const TensorShape& is = s.in_shape;
+    switch (s.kind) {
+      case StepKind::to_nhwc:
+        bbops::to_nhwc_half_cuda(t, is.n, is.c, is.h, is.w, static_cast<const float*>(ptr(s.in0)),
+                                 h(s.out), m_stream);
+        break;
+      case StepKind::to_nchw:
+        bbops::nhwc_to_nchw_half_cuda(t, is.n, is.c, is.h, is.w, h(s.in0), h(s.out), m_stream);
+        break;
+      case StepKind::pad:
+        bbops::pad_nhwc_half_cuda(t, is.n, is.c, is.h, is.w, s.pads, 0.f, h(s.in0), h(s.out),
+                                  m_stream);
+        break;
+      case StepKind::bias_act:
+        bbops::bias_act_nhwc_half_cuda(t, s.count, s.channels, s.bias, s.act, h(s.out), m_stream);
+        break;
+      case StepKind::add:
+        bbops::add_act_half_cuda(t, s.count, h(s.in0), h(s.in1), s.act, h(s.out), m_stream);
+        break;
+      case StepKind::act:
+        bbops::act_half_cuda(t, s.count, h(s.in0), s.act, h(s.out), m_stream);
+        break;
+      case StepKind::max_pool:
+        bbops::max_pool_nhwc_half_cuda(t, s.pool, h(s.in0), h(s.out), m_stream);
+        break;
+      case StepKind::avg_pool:
+        bbops::avg_pool_nhwc_half_cuda(t, s.pool, h(s.in0), h(s.out), m_stream);
+        break;
+      case StepKind::global_pool:
+        bbops::global_avg_pool_nhwc_half_cuda(t, is.n, is.h * is.w, is.c, h(s.in0), h(s.out),
+                                              m_stream);
+        break;
+      case StepKind::softmax:  // over the channels, innermost in NHWC
+        bbops::softmax_half_cuda(t, is.n * is.h * is.w, is.c, 1, h(s.in0), h(s.out), m_stream);
+        break;
+      case StepKind::conv:
+        break;  // run by exec()
+    }
+  }
+
+  // A conv or FC weight as the 16-bit path wants it: rounded once on the host, and a conv's
+  // OIHW reordered to OHWI (cuDNN's NHWC filter layout; an FC's [O, K] is already that).
+  Buffer<uint16_t> half_weight(const GraphOp& op, const HostTensor& w) const {
+    std::vector<uint16_t> out(w.data.size());
+    const bool fc = op.type == OpType::fully_connected;
+    const int64_t o = op.out_channels, kh = fc ? 1 : op.kernel_h, kw = fc ? 1 : op.kernel_w;
+    CHECK_INPUT(o > 0 && kh > 0 && kw > 0 && int64_t(w.data.size()) % (o * kh * kw) == 0,
+                "{}: weight '{}' has {} values, not a multiple of {} x {} x {}", m_graph.file,
+                op.weight, w.data.size(), o, kh, kw);
+    const int64_t ci = int64_t(w.data.size()) / (o * kh * kw);
+    for (int64_t a = 0; a < o; ++a)
+      for (int64_t c = 0; c < ci; ++c)
+        for (int64_t y = 0; y < kh; ++y)
+          for (int64_t x = 0; x < kw; ++x)
+            out[((a * kh + y) * kw + x) * ci + c] =
+                bbops::to_half_bits(m_half_type, w.data[((a * ci + c) * kh + y) * kw + x]);
+    return Buffer<uint16_t>::from_host(out, Device::cuda, m_stream);
   }
 
   CudaPlan& plan_for(const TensorShape& shape, int last_op) {
@@ -216,9 +312,10 @@ class CudaBackbone final : public BackboneBackend {
 
   struct Builder {
     CudaPlan& plan;
+    std::size_t elem;  // bytes per activation: 4, or 2 on the 16-bit path
     ArenaPlanner arena;
     int step() const { return static_cast<int>(plan.steps.size()); }
-    int fresh(const TensorShape& s) { return arena.add(s.numel() * sizeof(float), step()); }
+    int fresh(const TensorShape& s) { return arena.add(s.numel() * elem, step()); }
     void use(int ref) {
       if (ref >= 0) arena.use(ref, step());
     }
@@ -232,11 +329,17 @@ class CudaBackbone final : public BackboneBackend {
   std::unique_ptr<CudaPlan> build(const TensorShape& input, int last_op) {
     const std::vector<TensorShape> shapes = infer_shapes(m_graph, input, last_op);
     auto plan = std::make_unique<CudaPlan>();
-    Builder b{*plan, {}};
+    Builder b{*plan, m_half ? sizeof(uint16_t) : sizeof(float), {}};
+    int input_ref = kInputRef;
+    if (m_half) {  // the float32 NCHW input, converted once
+      input_ref = b.fresh(input);
+      Step& s = b.push(StepKind::to_nhwc);
+      s.in0 = kInputRef, s.out = input_ref, s.in_shape = input;
+    }
     for (int i = 0; i <= last_op; ++i) {
       const GraphOp& op = m_graph.ops[i];
       auto src = [&](int k) {
-        return op.input_ops[k] < 0 ? std::pair<TensorShape, int>{input, kInputRef}
+        return op.input_ops[k] < 0 ? std::pair<TensorShape, int>{input, input_ref}
                                    : plan->values[op.input_ops[k]];
       };
       const auto [xs, xref] = src(0);
@@ -291,9 +394,17 @@ class CudaBackbone final : public BackboneBackend {
           break;
         }
         case OpType::reshape:
-          // NCHW is already [N, C*H*W] in memory: the same buffer, kept alive to here.
-          yref = xref;
           b.use(xref);
+          if (m_half && xs.c > 1 && xs.h * xs.w > 1) {
+            // Flattening follows NCHW order: NHWC must be reordered first.
+            yref = b.fresh(ys);
+            Step& s = b.push(StepKind::to_nchw);
+            s.in0 = xref, s.out = yref, s.in_shape = xs;
+            break;
+          }
+          // NCHW is already [N, C*H*W] in memory (as is NHWC when h = w = 1 or c = 1): the
+          // same buffer, kept alive to here.
+          yref = xref;
           break;
         case OpType::softmax: {
           b.use(xref);
@@ -340,23 +451,32 @@ class CudaBackbone final : public BackboneBackend {
     CUDNN_CHECK_THROW(cudnnCreateTensorDescriptor(&d->y));
     CUDNN_CHECK_THROW(cudnnCreateFilterDescriptor(&d->w));
     CUDNN_CHECK_THROW(cudnnCreateConvolutionDescriptor(&d->conv));
-    CUDNN_CHECK_THROW(cudnnSetTensor4dDescriptor(d->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
-                                                 to_int(cs.n, "n"), to_int(cs.c, "c"),
-                                                 to_int(cs.h, "h"), to_int(cs.w, "w")));
-    CUDNN_CHECK_THROW(cudnnSetTensor4dDescriptor(d->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
-                                                 to_int(ys.n, "n"), to_int(ys.c, "c"),
-                                                 to_int(ys.h, "h"), to_int(ys.w, "w")));
+    // 16-bit: NHWC tensors and OHWI filters of FP16 or BF16, float32 compute (cuDNN's
+    // "pseudo half" configurations, which run on tensor cores).
+    const cudnnTensorFormat_t format = m_half ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+    const cudnnDataType_t dtype = !m_half ? CUDNN_DATA_FLOAT
+                                  : m_half_type == bbops::Half::bf16 ? CUDNN_DATA_BFLOAT16
+                                                                     : CUDNN_DATA_HALF;
+    CUDNN_CHECK_THROW(cudnnSetTensor4dDescriptor(d->x, format, dtype, to_int(cs.n, "n"),
+                                                 to_int(cs.c, "c"), to_int(cs.h, "h"),
+                                                 to_int(cs.w, "w")));
+    CUDNN_CHECK_THROW(cudnnSetTensor4dDescriptor(d->y, format, dtype, to_int(ys.n, "n"),
+                                                 to_int(ys.c, "c"), to_int(ys.h, "h"),
+                                                 to_int(ys.w, "w")));
     CUDNN_CHECK_THROW(cudnnSetFilter4dDescriptor(
-        d->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, to_int(op.out_channels, "o"),
-        to_int(cs.c / groups, "c"), to_int(kh, "kh"), to_int(kw, "kw")));
+        d->w, dtype, format, to_int(op.out_channels, "o"), to_int(cs.c / groups, "c"),
+        to_int(kh, "kh"), to_int(kw, "kw")));
     CUDNN_CHECK_THROW(cudnnSetConvolution2dDescriptor(
         d->conv, to_int(cudnn_pads.top, "pad"), to_int(cudnn_pads.left, "pad"),
         to_int(fc ? 1 : op.stride_h, "stride"), to_int(fc ? 1 : op.stride_w, "stride"),
         to_int(fc ? 1 : op.dilation_h, "dilation"), to_int(fc ? 1 : op.dilation_w, "dilation"),
         CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     CUDNN_CHECK_THROW(cudnnSetConvolutionGroupCount(d->conv, to_int(groups, "groups")));
-    // FMA math keeps float32 convolutions exact to float32 (no TF32 rounding of the inputs).
-    const cudnnMathType_t math = m_options.allow_tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+    // FMA math keeps float32 convolutions exact to float32 (no TF32 rounding of the inputs);
+    // the 16-bit path asks for tensor cores.
+    const cudnnMathType_t math = m_half ? CUDNN_TENSOR_OP_MATH
+                                 : tensor_cores() ? CUDNN_DEFAULT_MATH
+                                                  : CUDNN_FMA_MATH;
     CUDNN_CHECK_THROW(cudnnSetConvolutionMathType(d->conv, math));
     int n = 0, c = 0, h = 0, w = 0;
     CUDNN_CHECK_THROW(cudnnGetConvolution2dForwardOutputDim(d->conv, d->x, d->w, &n, &c, &h, &w));
@@ -384,7 +504,8 @@ class CudaBackbone final : public BackboneBackend {
 
     Step& s = b.push(StepKind::conv);
     s.in0 = cref, s.out = yref;
-    s.weight = m_weights.at(op.weight).data();
+    s.weight = m_half ? static_cast<const void*>(m_weights16.at(op.weight).data())
+                      : static_cast<const void*>(m_weights.at(op.weight).data());
     s.conv = std::move(d);
     if (!op.bias.empty() || op.act != Activation::none) {
       b.use(yref);
@@ -406,8 +527,11 @@ class CudaBackbone final : public BackboneBackend {
   };
   using AlgoKey = std::array<int64_t, 14>;
 
+  // TF32, FP16 or BF16: tensor-core math is what was asked for.
+  bool tensor_cores() const { return m_options.precision != BackbonePrecision::fp32; }
+
   // Times every algorithm once (cudnnFind allocates its own buffers) and keeps the fastest
-  // that succeeds within the workspace cap and, unless TF32 is allowed, avoids tensor-op math.
+  // that succeeds within the workspace cap and, in FP32, avoids tensor-op math.
   AlgoChoice choose_algorithm(ConvDescs& d) {
     int max_count = 0;
     CUDNN_CHECK_THROW(cudnnGetConvolutionForwardAlgorithmMaxCount(m_cudnn, &max_count));
@@ -417,7 +541,7 @@ class CudaBackbone final : public BackboneBackend {
         m_cudnn, d.x, d.w, d.conv, d.y, static_cast<int>(perf.size()), &returned, perf.data()));
     auto usable = [&](const cudnnConvolutionFwdAlgoPerf_t& r) {
       if (r.status != CUDNN_STATUS_SUCCESS || r.memory > kMaxWorkspace) return false;
-      return m_options.allow_tf32 || (r.mathType != CUDNN_TENSOR_OP_MATH &&
+      return tensor_cores() || (r.mathType != CUDNN_TENSOR_OP_MATH &&
                                       r.mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION);
     };
     const cudnnConvolutionFwdAlgoPerf_t* best = nullptr;
@@ -432,9 +556,9 @@ class CudaBackbone final : public BackboneBackend {
     }
     if (!best) throw std::runtime_error("cuDNN found no usable forward convolution algorithm");
     AlgoChoice c{best->algo, best->mathType, best->memory};
-    // A result may report DEFAULT math, which on Ampere and later permits TF32: pin FMA unless
-    // TF32 is allowed, and size the workspace for the math type actually set.
-    if (!m_options.allow_tf32) c.math = CUDNN_FMA_MATH;
+    // A result may report DEFAULT math, which on Ampere and later permits TF32: pin FMA in
+    // FP32, and size the workspace for the math type actually set.
+    if (!tensor_cores()) c.math = CUDNN_FMA_MATH;
     CUDNN_CHECK_THROW(cudnnSetConvolutionMathType(d.conv, c.math));
     std::size_t bytes = 0;
     CUDNN_CHECK_THROW(
@@ -447,7 +571,10 @@ class CudaBackbone final : public BackboneBackend {
   Stream m_stream;
   BackboneOptions m_options;
   cudnnHandle_t m_cudnn = nullptr;
-  std::map<std::string, Buffer<float>> m_weights;
+  bool m_half = false;  // FP16 or BF16: 16-bit NHWC activations
+  bbops::Half m_half_type = bbops::Half::fp16;
+  std::map<std::string, Buffer<float>> m_weights;       // float32 weights and every bias
+  std::map<std::string, Buffer<uint16_t>> m_weights16;  // 16-bit path: conv and FC weights
   std::map<PlanKey, std::unique_ptr<CudaPlan>> m_plans;
   std::map<AlgoKey, AlgoChoice> m_algos;
   Buffer<uint8_t> m_arena{0, Device::cuda};

@@ -15,7 +15,8 @@ nlohmann::json DetectorConfig::to_json() const {
         {"taps", features.taps},
         {"short_side", features.short_side},
         {"smooth", features.smooth},
-        {"batch", features.batch}}},
+        {"batch", features.batch},
+        {"precision", features.precision}}},
       {"flow",
        {{"n_blocks", flow.n_blocks},
         {"cond_dim", flow.cond_dim},
@@ -63,12 +64,13 @@ DetectorConfig DetectorConfig::from_json(const nlohmann::json& j) {
   top.integer("seed", c.seed, uint64_t(0), UINT64_MAX);
   if (top.has("features")) {
     JsonFields f(top.object("features"), "config.features",
-                 {"backbone", "taps", "short_side", "smooth", "batch"});
+                 {"backbone", "taps", "short_side", "smooth", "batch", "precision"});
     f.string("backbone", c.features.backbone);
     f.strings("taps", c.features.taps);
     f.integer("short_side", c.features.short_side, int64_t(32), int64_t(4096));
     f.boolean("smooth", c.features.smooth);
     f.integer("batch", c.features.batch, int64_t(1), int64_t(4096));
+    f.string("precision", c.features.precision, {"fp32", "tf32", "fp16", "bf16"});
     CHECK_INPUT(!c.features.taps.empty(), "config.features.taps must name at least one tap");
   }
   if (top.has("flow")) {

@@ -16,6 +16,10 @@ struct FeatureSettings {
   int64_t short_side = 256;  // input short side; the long side keeps the aspect ratio
   bool smooth = true;        // 3x3 average pool of each tap
   int64_t batch = 16;        // images per backbone batch
+  // CUDA: the backbone's convolution arithmetic (BackbonePrecision in engine/backbone.h):
+  // "fp32" (the default, matches the CPU), "tf32", "fp16" or "bf16" (16-bit NHWC activations on
+  // tensor cores). The CPU backend is always FP32.
+  std::string precision = "fp32";
 };
 
 struct FlowSettings {

@@ -52,6 +52,12 @@ Banks make_banks(const Features& f, int64_t cond_dim, Device device,
   return b;
 }
 
+// The backbone arithmetic a request gets: features.precision on CUDA, FP32 on the CPU.
+std::string effective_precision(const FeatureRequest& req) {
+  parse_backbone_precision(req.settings.precision);  // refuses an unknown name
+  return req.device == Device::cuda ? req.settings.precision : "fp32";
+}
+
 Features load_features_file(const std::vector<fs::path>& images, const FeatureRequest& req,
                             const JobProgress& progress) {
   const auto t0 = std::chrono::steady_clock::now();
@@ -109,6 +115,12 @@ Features load_features_file(const std::vector<fs::path>& images, const FeatureRe
   CHECK_INPUT(f.backbone.smooth == req.settings.smooth,
               "features file {}: smoothing '{}' but this run asks for {}", name, smoothing,
               req.settings.smooth ? "avg3x3" : "none");
+  // Files from before the precision option were all made in FP32.
+  f.precision = meta.count("precision") ? meta.at("precision") : "fp32";
+  CHECK_INPUT(f.precision == effective_precision(req),
+              "features file {}: made with {} backbone arithmetic but this run uses {} "
+              "(re-run mirad embed with --precision {}, or set features.precision)",
+              name, printable(f.precision), effective_precision(req), effective_precision(req));
   const auto taps = parse_json_bounded(get("tap_order"), name + ": tap_order");
   CHECK_INPUT(taps.is_array(), "features file {}: tap_order must be an array", name);
   std::vector<std::string> tap_names;
@@ -247,6 +259,7 @@ Features compute_features(const std::vector<fs::path>& images, const FeatureRequ
   fo.image_height = req.size.height, fo.image_width = req.size.width;
   fo.smooth = req.settings.smooth;
   fo.threads = req.threads;
+  fo.backbone.precision = parse_backbone_precision(req.settings.precision);
   fo.normalize = req.normalize;
   fo.budget = req.budget;
   if (req.mean && req.std) {
@@ -260,6 +273,7 @@ Features compute_features(const std::vector<fs::path>& images, const FeatureRequ
   f.backbone.mean = fx.preprocess().norm.mean;
   f.backbone.std = fx.preprocess().norm.std;
   f.backbone.smooth = req.settings.smooth;
+  f.precision = effective_precision(req);
   f.tap_names = fx.tap_names();
   f.tap_ops = fx.tap_ops();
   f.shapes = fx.tap_shapes();
@@ -298,6 +312,7 @@ std::map<std::string, std::string> features_metadata(const Features& f,
           {"input_size", nlohmann::json({f.backbone.input_height, f.backbone.input_width}).dump()},
           {"normalization", nlohmann::json({{"mean", f.backbone.mean}, {"std", f.backbone.std}}).dump()},
           {"smoothing", f.backbone.smooth ? "avg3x3" : "none"},
+          {"precision", f.precision},
           {"tap_order", order.dump()},
           {"images", paths.dump()},
           {"image_sha256", nlohmann::json(image_sha256).dump()},

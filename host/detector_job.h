@@ -56,6 +56,7 @@ struct Features {
   std::vector<DecodeFailure> failures;
   double seconds = 0;
   bool from_file = false;
+  std::string precision = "fp32";  // the backbone arithmetic that made them (CPU: always fp32)
 };
 
 // Features of `images`. InputError for a missing backbone, a backbone whose sha256 is not the

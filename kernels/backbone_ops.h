@@ -47,9 +47,11 @@ struct PoolGeom {
   bool count_include_pad;
 };
 
-// Output cell (oy, ox) of a max pool over one h x w plane. NaN propagates (a comparison
-// alone would drop it), so that a broken feature cannot hide behind a pool.
-MIRAD_HD float max_pool_at(const PoolGeom& g, const float* plane, int64_t oy, int64_t ox) {
+// Output cell (oy, ox) of a max pool; load(iy, ix) reads one input cell of the plane as float
+// (any layout or storage type). NaN propagates (a comparison alone would drop it), so that a
+// broken feature cannot hide behind a pool.
+template <typename Load>
+MIRAD_HD float max_pool_window(const PoolGeom& g, int64_t oy, int64_t ox, const Load& load) {
   const int64_t y0 = oy * g.sh - g.pads.top, x0 = ox * g.sw - g.pads.left;
   float m = -INFINITY;
   for (int64_t ky = 0; ky < g.kh; ++ky) {
@@ -58,7 +60,7 @@ MIRAD_HD float max_pool_at(const PoolGeom& g, const float* plane, int64_t oy, in
     for (int64_t kx = 0; kx < g.kw; ++kx) {
       const int64_t ix = x0 + kx;
       if (ix < 0 || ix >= g.w) continue;
-      const float v = plane[iy * g.w + ix];
+      const float v = load(iy, ix);
       if (v > m || v != v) m = v;
       if (m != m) return m;
     }
@@ -66,9 +68,10 @@ MIRAD_HD float max_pool_at(const PoolGeom& g, const float* plane, int64_t oy, in
   return m;
 }
 
-// Output cell (oy, ox) of an average pool over one plane. The windows never reach past the
+// Output cell (oy, ox) of an average pool, load() as above. The windows never reach past the
 // padded input (floor output size), so with count_include_pad the divisor is kh*kw.
-MIRAD_HD float avg_pool_at(const PoolGeom& g, const float* plane, int64_t oy, int64_t ox) {
+template <typename Load>
+MIRAD_HD float avg_pool_window(const PoolGeom& g, int64_t oy, int64_t ox, const Load& load) {
   const int64_t y0 = oy * g.sh - g.pads.top, x0 = ox * g.sw - g.pads.left;
   float sum = 0.f;
   int64_t count = 0;
@@ -78,12 +81,20 @@ MIRAD_HD float avg_pool_at(const PoolGeom& g, const float* plane, int64_t oy, in
     for (int64_t kx = 0; kx < g.kw; ++kx) {
       const int64_t ix = x0 + kx;
       if (ix < 0 || ix >= g.w) continue;
-      sum += plane[iy * g.w + ix];
+      sum += load(iy, ix);
       ++count;
     }
   }
   const int64_t div = g.count_include_pad ? g.kh * g.kw : count;
   return sum / static_cast<float>(div);
+}
+
+// The same over one plain h x w float plane (NCHW).
+MIRAD_HD float max_pool_at(const PoolGeom& g, const float* plane, int64_t oy, int64_t ox) {
+  return max_pool_window(g, oy, ox, [&](int64_t iy, int64_t ix) { return plane[iy * g.w + ix]; });
+}
+MIRAD_HD float avg_pool_at(const PoolGeom& g, const float* plane, int64_t oy, int64_t ox) {
+  return avg_pool_window(g, oy, ox, [&](int64_t iy, int64_t ix) { return plane[iy * g.w + ix]; });
 }
 
 // ---- CPU references (single-threaded nested loops; clarity over speed) ----

@@ -327,7 +327,7 @@ TEST(cuda_backbone_mobilenet, Tf32OptionStaysClose) {
   if (!fs::exists(dir / "graph.json"))
     GTEST_SKIP() << "no MobileNetV2 weights at " << dir << " (set MIRAD_SHARED)";
   BackboneOptions opt;
-  opt.allow_tf32 = true;
+  opt.precision = BackbonePrecision::tf32;
   Backbone gpu(dir, Device::cuda, {}, opt), cpu(dir, Device::cpu);
   const TensorShape shape{2, 3, 224, 224, 4};
   const std::vector<float> x = random_vector(shape.numel(), 4, -1.f, 1.f);

@@ -73,6 +73,11 @@ TEST(DetectorConfig, RejectsUnknownKeysWrongTypesAndRanges) {
                      "config.train.batched_tasks must be a string");
   expect_input_error([] { DetectorConfig::from_json({{"train", {{"batched_tasks", "yes"}}}}); },
                      "must be one of auto, on, off");
+  expect_input_error([] { DetectorConfig::from_json({{"features", {{"precision", "int8"}}}}); },
+                     "config.features.precision must be one of fp32, tf32, fp16, bf16");
+  EXPECT_EQ(DetectorConfig{}.features.precision, "fp32");
+  EXPECT_EQ(DetectorConfig::from_json({{"features", {{"precision", "fp16"}}}}).features.precision,
+            "fp16");
   {
     const DetectorConfig b = DetectorConfig::from_json(
         {{"train", {{"precision", "bf16"}, {"batched_tasks", "off"}}}});

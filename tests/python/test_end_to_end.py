@@ -142,6 +142,22 @@ def product(tmp):
                 os.path.join(stale_cat, "train", "good", victim))
     p = mirad("train", "--data", stale_cat, "--features", stale_feats, "--out", os.path.join(tmp, "m3"), *FAST, ok=False)
     check(p.returncode == 2 and "changed since it was embedded" in p.stderr, "a stale feature file is refused")
+    # The file records the backbone arithmetic that made it: FP32 on the CPU whatever
+    # --precision says. One made in FP16 (as `embed --device cuda --precision fp16` writes it;
+    # here its metadata is edited) is refused by a run that computes FP32 features.
+    raw = open(feats, "rb").read()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    check(header["__metadata__"].get("precision") == "fp32", "embed on the CPU records fp32")
+    header["__metadata__"]["precision"] = "fp16"
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    fp16_feats = os.path.join(tmp, "fp16.safetensors")
+    open(fp16_feats, "wb").write(len(h).to_bytes(8, "little") + h + raw[8 + n:])
+    p = mirad("train", "--data", cat, "--contamination", manifest, "--features", fp16_feats,
+              "--out", os.path.join(tmp, "m4"), *FAST, ok=False)
+    check(p.returncode == 2 and "made with fp16 backbone arithmetic but this run uses fp32" in p.stderr,
+          "a feature file of another backbone arithmetic is refused")
 
     # predict: an image scored alone and among all test images gets the same score and map.
     test_imgs = sorted(os.path.join(r, f) for r, _, fs in os.walk(os.path.join(cat, "test")) for f in fs)

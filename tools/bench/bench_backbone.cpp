@@ -51,6 +51,11 @@ void BM_MobileNetV2(benchmark::State& state, Device dev) {
   const int64_t N = state.range(0);
   BackboneOptions opt;
   opt.cpu_batch_chunk = static_cast<int>(state.range(1));
+  // CUDA: the convolution arithmetic, 0..3 = fp32, tf32, fp16, bf16.
+  constexpr BackbonePrecision kPrecisions[] = {BackbonePrecision::fp32, BackbonePrecision::tf32,
+                                               BackbonePrecision::fp16, BackbonePrecision::bf16};
+  opt.precision = kPrecisions[state.range(2)];
+  state.SetLabel(backbone_precision_name(opt.precision));
   Backbone bb(dir, dev, {}, opt);
   const TensorShape shape{N, 3, 224, 224, 4};
   auto x = Buffer<float>::from_host(random_input(shape.numel(), 1), dev);
@@ -116,19 +121,17 @@ void conv_args(benchmark::internal::Benchmark* b) {
 
 }  // namespace
 
-// Args: batch, CPU chunk (0 = automatic).
+// Args: batch, CPU chunk (0 = automatic), precision (CUDA: 0..3 = fp32, tf32, fp16, bf16).
 BENCHMARK_CAPTURE(BM_MobileNetV2, cpu, Device::cpu)
-    ->Args({1, 0})
-    ->Args({16, 0})
-    ->Args({16, 2})
-    ->Args({16, 4})
-    ->Args({16, 16})
+    ->Args({1, 0, 0})
+    ->Args({16, 0, 0})
+    ->Args({16, 2, 0})
+    ->Args({16, 4, 0})
+    ->Args({16, 16, 0})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK_CAPTURE(BM_MobileNetV2, cuda, Device::cuda)
-    ->Args({1, 0})
-    ->Args({16, 0})
-    ->Args({64, 0})
+    ->ArgsProduct({{1, 16, 64, 256}, {0}, {0, 1, 2, 3}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK_CAPTURE(BM_ConvAlgo, onednn, CpuConvAlgo::onednn)

@@ -121,9 +121,12 @@ json bench_decode(const BenchOptions& o, const fs::path& dir, int threads) {
           {"what", "PNG 512x512 RGB -> decode, resize to 256x256, normalise"}};
 }
 
-json bench_backbone(const BenchOptions& o, Device dev) {
+// Images per second up to the default taps at batch 1/16/64, in one convolution arithmetic.
+json bench_backbone_at(const BenchOptions& o, Device dev, BackbonePrecision precision) {
   const fs::path dir = resolve_backbone(o.backbone);
-  Backbone bb(dir, dev);
+  BackboneOptions opt;
+  opt.precision = precision;
+  Backbone bb(dir, dev, {}, opt);
   json out = json::object();
   for (int64_t B : {int64_t(1), int64_t(16), int64_t(64)}) {
     if (o.quick && B == 64) continue;
@@ -142,7 +145,18 @@ json bench_backbone(const BenchOptions& o, Device dev) {
     }, dev);
     out[fmt::format("batch{}", B)] = {{"ms", sec * 1e3}, {"images_per_second", double(B) / sec}};
   }
+  return out;
+}
+
+json bench_backbone(const BenchOptions& o, Device dev) {
+  json out = bench_backbone_at(o, dev, BackbonePrecision::fp32);
   out["input"] = "256x256, EfficientNet-Lite0 up to the stride-16 tap";
+  out["precision"] = "fp32";
+  // CUDA: the tensor-core arithmetics too (the CPU is always FP32).
+  if (dev == Device::cuda)
+    for (BackbonePrecision p :
+         {BackbonePrecision::tf32, BackbonePrecision::fp16, BackbonePrecision::bf16})
+      out["precisions"][backbone_precision_name(p)] = bench_backbone_at(o, dev, p);
   return out;
 }
 

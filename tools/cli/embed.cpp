@@ -51,6 +51,12 @@ void add_embed_command(CLI::App& app, EmbedOptions& opt, int* rc) {
   cmd->add_flag("--strict", opt.strict, "an undecodable image stops the run (default: skipped, "
                                         "listed in the file's metadata)");
   cmd->add_flag("--no-smooth", opt.no_smooth, "skip the 3x3 average smoothing of each tap");
+  cmd->add_option("--precision", opt.precision,
+                  "CUDA backbone arithmetic: fp32 (exact), tf32, or fp16 / bf16 (16-bit NHWC on "
+                  "tensor cores); the CPU is always fp32. A later run must use the same "
+                  "(features.precision)")
+      ->check(CLI::IsMember({"fp32", "tf32", "fp16", "bf16"}))
+      ->capture_default_str();
   cmd->add_option("--host-budget-mb", opt.host_budget_mb,
                   "host memory for the feature cache before spilling to a mapped file (0 = auto)")
       ->check(IntegerRange(0, int64_t(1) << 40));
@@ -110,6 +116,7 @@ int run_embed(const EmbedOptions& opt) {
   req.settings.backbone = backbone_dir.string();
   req.settings.batch = opt.batch;
   req.settings.smooth = !opt.no_smooth;
+  req.settings.precision = opt.precision;
   req.size = parse_size(opt.size, images);
   req.settings.short_side = std::min(req.size.height, req.size.width);
   req.device = dev;

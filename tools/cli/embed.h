@@ -22,6 +22,7 @@ struct EmbedOptions {
   std::string normalize;
   bool strict = false;
   bool no_smooth = false;
+  std::string precision = "fp32";  // CUDA backbone arithmetic: fp32, tf32, fp16, bf16
   int64_t host_budget_mb = 0;
   int64_t device_budget_mb = 0;
   bool json = false;
