@@ -160,6 +160,53 @@ json bench_backbone(const BenchOptions& o, Device dev) {
   return out;
 }
 
+// What `predict` does after the backbone, from features already in memory on the device: the
+// flows' NLL maps of every image at the default taps (shapes from the backbone at 256 x 256),
+// fused, and the top-1% / mean image scores. The flows are freshly initialised (the work does
+// not depend on the parameter values). With the backbone phase's img/s this gives backbone +
+// scoring per image, the two running one after the other as in `predict`.
+json bench_scoring(const BenchOptions& o, Device dev) {
+  const int64_t n_images = o.quick ? 64 : 256;
+  DetectorConfig cfg;
+  Backbone bb(resolve_backbone(o.backbone), Device::cpu);
+  std::vector<int> taps;
+  for (const auto& t : cfg.features.taps) taps.push_back(bb.tap(t));
+  const auto shapes = bb.tap_shapes(TensorShape{1, 3, 256, 256}, taps);
+  std::vector<std::unique_ptr<PatchBank>> banks;
+  std::vector<const PatchBank*> ptrs;
+  ModelSet ms;
+  ScoreStats stats;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd;
+  json tap_rows = json::array();
+  for (std::size_t t = 0; t < shapes.size(); ++t) {
+    const TensorShape& s = shapes[t];
+    std::vector<float> rows(n_images * s.h * s.w * s.c);
+    for (float& v : rows) v = nd(rng);
+    banks.push_back(std::make_unique<PatchBank>(std::move(rows), n_images, s.c, s.h, s.w,
+                                                cfg.flow.cond_dim, dev));
+    ptrs.push_back(banks.back().get());
+    TapParams tp;
+    tp.flow = tap_flow_config(cfg, s.c, int64_t(t));
+    tp.theta = CouplingFlow<float>(tp.flow, Device::cpu).init_params().to_host();
+    ms.taps.push_back(std::move(tp));
+    stats.taps.push_back({});
+    tap_rows.push_back({{"tap", cfg.features.taps[t]}, {"channels", s.c}, {"grid", {s.h, s.w}}});
+  }
+  std::vector<int64_t> ids(n_images);
+  for (int64_t i = 0; i < n_images; ++i) ids[i] = i;
+  Buffer<float> fused(0, dev);
+  const double sec = time_per_call(o.min_seconds, [&] {
+    const DeviceTapMaps tm = score_maps_on_device(ms, ptrs, ids, cfg.train, dev);
+    score_images(tm, stats, cfg.score, &fused);
+  }, dev);
+  return {{"images", n_images},
+          {"ms", sec * 1e3},
+          {"images_per_second", double(n_images) / sec},
+          {"taps", tap_rows},
+          {"what", "NLL maps of both default taps, fused, image scores; features on the device"}};
+}
+
 json bench_flow(const BenchOptions& o, Device dev) {
   json out = json::array();
   std::vector<int64_t> dims = {40, 112};
@@ -296,6 +343,30 @@ int run_bench(const BenchOptions& o) {
   };
   phase("decode", [&] { return bench_decode(o, tmp, threads); });
   phase("backbone", [&] { return bench_backbone(o, dev); });
+  phase("scoring", [&] { return bench_scoring(o, dev); });
+  // Backbone (fastest arithmetic measured, batch 64) and scoring one after the other, per image.
+  {
+    const json& b = report["backbone"];
+    const json& sc = report["scoring"];
+    double best = 0;
+    std::string arith;
+    auto consider = [&](const json& r, const std::string& name) {
+      if (r.contains("batch64") && r["batch64"]["images_per_second"].get<double>() > best)
+        best = r["batch64"]["images_per_second"].get<double>(), arith = name;
+    };
+    consider(b, "fp32");
+    if (b.contains("precisions"))
+      for (auto it = b["precisions"].begin(); it != b["precisions"].end(); ++it)
+        consider(it.value(), it.key());
+    if (best > 0 && sc.contains("images_per_second")) {
+      const double both = 1.0 / (1.0 / best + 1.0 / sc["images_per_second"].get<double>());
+      report["backbone_and_scoring"] = {
+          {"images_per_second", both},
+          {"backbone_precision", arith},
+          {"what", "1 / (1 / backbone img/s at batch 64 + 1 / scoring img/s), both measured "
+                   "above; decode not included"}};
+    }
+  }
   phase("flow_step", [&] { return bench_flow(o, dev); });
   phase("maml_step", [&] { return bench_maml(o, dev); });
   phase("quantiles", [&] { return bench_quantiles(o, dev); });
