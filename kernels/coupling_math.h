@@ -34,15 +34,27 @@ MIRAD_HD T soft_clamp_curv(T s, T a) {
   return T(-2) * s / (a * a) * soft_clamp_grad(s, a);
 }
 
+// Each function taking s and using exp(s) has an _e form that takes e = exp(s) as well: the
+// CPU computes the exponentials of a whole row at once (kernels/vec_math.h), the CUDA kernels
+// per element through the plain form. The arithmetic after exp is the same in both.
+
 // Forward of one coupled element: y2 = x2*exp(s) + t.
 template <typename T>
-MIRAD_HD T coupling_y(T x2, T s, T t) {
-  return x2 * exp_(s) + t;
+MIRAD_HD T coupling_y_e(T x2, T e, T t) {
+  return x2 * e + t;
 }
-// Inverse: x2 = (y2 - t)*exp(-s).
+template <typename T>
+MIRAD_HD T coupling_y(T x2, T s, T t) {
+  return coupling_y_e(x2, exp_(s), t);
+}
+// Inverse: x2 = (y2 - t)*exp(-s); e_neg = exp(-s).
+template <typename T>
+MIRAD_HD T coupling_x_e(T y2, T e_neg, T t) {
+  return (y2 - t) * e_neg;
+}
 template <typename T>
 MIRAD_HD T coupling_x(T y2, T s, T t) {
-  return (y2 - t) * exp_(-s);
+  return coupling_x_e(y2, exp_(-s), t);
 }
 
 // Reverse mode of one coupled element. The loss holds -(1/N)*sum(s) from log|det J|, hence
@@ -52,10 +64,13 @@ struct CouplingGrad {
   T g_u, g_t, g_x2;
 };
 template <typename T>
-MIRAD_HD CouplingGrad<T> coupling_grad(T g_y2, T x2, T s, T a, T inv_n) {
-  T e = exp_(s);
+MIRAD_HD CouplingGrad<T> coupling_grad_e(T g_y2, T x2, T s, T e, T a, T inv_n) {
   T g_s = g_y2 * x2 * e - inv_n;
   return {g_s * soft_clamp_grad(s, a), g_y2, g_y2 * e};
+}
+template <typename T>
+MIRAD_HD CouplingGrad<T> coupling_grad(T g_y2, T x2, T s, T a, T inv_n) {
+  return coupling_grad_e(g_y2, x2, s, exp_(s), a, inv_n);
 }
 
 // Forward-mode tangent (R-operator) of one coupled element, given tangents of u, t and x2.
@@ -64,9 +79,13 @@ struct CouplingTangent {
   T s_dot, y2_dot;
 };
 template <typename T>
-MIRAD_HD CouplingTangent<T> coupling_tangent(T x2, T s, T a, T u_dot, T t_dot, T x2_dot) {
+MIRAD_HD CouplingTangent<T> coupling_tangent_e(T x2, T s, T e, T a, T u_dot, T t_dot, T x2_dot) {
   T s_dot = u_dot * soft_clamp_grad(s, a);
-  return {s_dot, (x2_dot + x2 * s_dot) * exp_(s) + t_dot};
+  return {s_dot, (x2_dot + x2 * s_dot) * e + t_dot};
+}
+template <typename T>
+MIRAD_HD CouplingTangent<T> coupling_tangent(T x2, T s, T a, T u_dot, T t_dot, T x2_dot) {
+  return coupling_tangent_e(x2, s, exp_(s), a, u_dot, t_dot, x2_dot);
 }
 
 // Tangent of the reverse pass (forward-over-reverse): R{dL/du}, R{dL/dt}, R{dL/dx2}, plus the
@@ -77,9 +96,8 @@ struct CouplingGradHvp {
   CouplingGrad<T> g_dot;
 };
 template <typename T>
-MIRAD_HD CouplingGradHvp<T> coupling_grad_hvp(T g_y2, T g_y2_dot, T x2, T x2_dot, T s, T s_dot,
-                                              T a, T inv_n) {
-  T e = exp_(s);
+MIRAD_HD CouplingGradHvp<T> coupling_grad_hvp_e(T g_y2, T g_y2_dot, T x2, T x2_dot, T s, T s_dot,
+                                                T e, T a, T inv_n) {
   T g_s = g_y2 * x2 * e - inv_n;
   T g_s_dot = (g_y2_dot * x2 + g_y2 * x2_dot + g_y2 * x2 * s_dot) * e;
   T dsdu = soft_clamp_grad(s, a);
@@ -91,15 +109,28 @@ MIRAD_HD CouplingGradHvp<T> coupling_grad_hvp(T g_y2, T g_y2_dot, T x2, T x2_dot
   r.g_dot = {g_s_dot * dsdu + g_s * dsdu_dot, g_y2_dot, (g_y2_dot + g_y2 * s_dot) * e};
   return r;
 }
+template <typename T>
+MIRAD_HD CouplingGradHvp<T> coupling_grad_hvp(T g_y2, T g_y2_dot, T x2, T x2_dot, T s, T s_dot,
+                                              T a, T inv_n) {
+  return coupling_grad_hvp_e(g_y2, g_y2_dot, x2, x2_dot, s, s_dot, exp_(s), a, inv_n);
+}
 
-// ActNorm element: z = y*exp(ls) + b.
+// ActNorm element: z = y*exp(ls) + b (e = exp(ls), e_neg = exp(-ls)).
+template <typename T>
+MIRAD_HD T actnorm_z_e(T y, T e, T b) {
+  return y * e + b;
+}
 template <typename T>
 MIRAD_HD T actnorm_z(T y, T ls, T b) {
-  return y * exp_(ls) + b;
+  return actnorm_z_e(y, exp_(ls), b);
+}
+template <typename T>
+MIRAD_HD T actnorm_y_e(T z, T e_neg, T b) {
+  return (z - b) * e_neg;
 }
 template <typename T>
 MIRAD_HD T actnorm_y(T z, T ls, T b) {
-  return (z - b) * exp_(-ls);
+  return actnorm_y_e(z, exp_(-ls), b);
 }
 
 // Reverse mode of ActNorm + NLL for one element, L = mean_n NLL so dL/dz = z/N. e = exp(ls).

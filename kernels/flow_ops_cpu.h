@@ -9,9 +9,11 @@
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "engine/device.h"
 #include "kernels/coupling_math.h"
+#include "kernels/vec_math.h"
 
 namespace mirad {
 
@@ -97,15 +99,17 @@ struct CpuFlowOps {
   // o = [u | t] (N x 2*d2): s = clamp(u), y2 = x2*exp(s) + t, log_det[n] += sum_j s.
   void coupling_forward(int64_t N, int64_t d2, T clamp, const T* o, const T* x2, int64_t ldx,
                         T* y2, int64_t ldy, T* s, T* log_det) const {
+    T* e = scratch(d2);
     for (int64_t n = 0; n < N; ++n) {
       const T* u = o + n * 2 * d2;
       const T* t = u + d2;
+      T* sn = s + n * d2;
+      vec::soft_clamp(u, clamp, sn, d2);
+      vec::exp(sn, e, d2);
       T acc = 0;
       for (int64_t j = 0; j < d2; ++j) {
-        T sj = math::soft_clamp(u[j], clamp);
-        s[n * d2 + j] = sj;
-        y2[n * ldy + j] = math::coupling_y(x2[n * ldx + j], sj, t[j]);
-        acc += sj;
+        y2[n * ldy + j] = math::coupling_y_e(x2[n * ldx + j], e[j], t[j]);
+        acc += sn[j];
       }
       log_det[n] += acc;
     }
@@ -113,50 +117,62 @@ struct CpuFlowOps {
 
   void coupling_inverse(int64_t N, int64_t d2, T clamp, const T* o, const T* y2, int64_t ldy,
                         T* x2, int64_t ldx) const {
+    T* e = scratch(d2);
     for (int64_t n = 0; n < N; ++n) {
       const T* u = o + n * 2 * d2;
       const T* t = u + d2;
+      vec::soft_clamp(u, clamp, e, d2);
+      for (int64_t j = 0; j < d2; ++j) e[j] = -e[j];
+      vec::exp(e, e, d2);  // exp(-s)
       for (int64_t j = 0; j < d2; ++j)
-        x2[n * ldx + j] = math::coupling_x(y2[n * ldy + j], math::soft_clamp(u[j], clamp), t[j]);
+        x2[n * ldx + j] = math::coupling_x_e(y2[n * ldy + j], e[j], t[j]);
     }
   }
 
-  // g2 holds dL/dy2 on entry and dL/dx2 on exit (same layout); g_o = [dL/du | dL/dt].
+  // g2 (N x d2, stride ldg) holds dL/dy2 on entry and dL/dx2 on exit; g_o = [dL/du | dL/dt].
   void coupling_backward(int64_t N, int64_t d2, T clamp, T inv_n, const T* x2, int64_t ldx,
                          const T* s, T* g2, int64_t ldg, T* g_o) const {
-    for (int64_t n = 0; n < N; ++n)
+    T* e = scratch(d2);
+    for (int64_t n = 0; n < N; ++n) {
+      vec::exp(s + n * d2, e, d2);
       for (int64_t j = 0; j < d2; ++j) {
-        auto g = math::coupling_grad(g2[n * ldg + j], x2[n * ldx + j], s[n * d2 + j], clamp,
-                                     inv_n);
+        auto g = math::coupling_grad_e(g2[n * ldg + j], x2[n * ldx + j], s[n * d2 + j], e[j],
+                                       clamp, inv_n);
         g_o[n * 2 * d2 + j] = g.g_u;
         g_o[n * 2 * d2 + d2 + j] = g.g_t;
         g2[n * ldg + j] = g.g_x2;
       }
+    }
   }
 
   // Tangent of coupling_forward: o_dot = [u_dot | t_dot] -> s_dot (N x d2) and y2_dot.
   void coupling_tangent(int64_t N, int64_t d2, T clamp, const T* x2, int64_t ldx, const T* s,
                         const T* x2_dot, int64_t ldxd, const T* o_dot, T* y2_dot, int64_t ldyd,
                         T* s_dot) const {
-    for (int64_t n = 0; n < N; ++n)
+    T* e = scratch(d2);
+    for (int64_t n = 0; n < N; ++n) {
+      vec::exp(s + n * d2, e, d2);
       for (int64_t j = 0; j < d2; ++j) {
-        auto r = math::coupling_tangent(x2[n * ldx + j], s[n * d2 + j], clamp,
-                                        o_dot[n * 2 * d2 + j], o_dot[n * 2 * d2 + d2 + j],
-                                        x2_dot[n * ldxd + j]);
+        auto r = math::coupling_tangent_e(x2[n * ldx + j], s[n * d2 + j], e[j], clamp,
+                                          o_dot[n * 2 * d2 + j], o_dot[n * 2 * d2 + d2 + j],
+                                          x2_dot[n * ldxd + j]);
         s_dot[n * d2 + j] = r.s_dot;
         y2_dot[n * ldyd + j] = r.y2_dot;
       }
+    }
   }
 
   // coupling_backward and its tangent in one pass; g2 and g2_dot are updated in place.
   void coupling_backward_hvp(int64_t N, int64_t d2, T clamp, T inv_n, const T* x2, int64_t ldx,
                              const T* s, const T* x2_dot, int64_t ldxd, const T* s_dot, T* g2,
                              T* g2_dot, int64_t ldg, T* g_o, T* g_o_dot) const {
-    for (int64_t n = 0; n < N; ++n)
+    T* e = scratch(d2);
+    for (int64_t n = 0; n < N; ++n) {
+      vec::exp(s + n * d2, e, d2);
       for (int64_t j = 0; j < d2; ++j) {
-        auto r = math::coupling_grad_hvp(g2[n * ldg + j], g2_dot[n * ldg + j], x2[n * ldx + j],
-                                         x2_dot[n * ldxd + j], s[n * d2 + j], s_dot[n * d2 + j],
-                                         clamp, inv_n);
+        auto r = math::coupling_grad_hvp_e(g2[n * ldg + j], g2_dot[n * ldg + j], x2[n * ldx + j],
+                                           x2_dot[n * ldxd + j], s[n * d2 + j],
+                                           s_dot[n * d2 + j], e[j], clamp, inv_n);
         g_o[n * 2 * d2 + j] = r.g.g_u;
         g_o[n * 2 * d2 + d2 + j] = r.g.g_t;
         g2[n * ldg + j] = r.g.g_x2;
@@ -164,16 +180,19 @@ struct CpuFlowOps {
         g_o_dot[n * 2 * d2 + d2 + j] = r.g_dot.g_t;
         g2_dot[n * ldg + j] = r.g_dot.g_x2;
       }
+    }
   }
 
-  // ActNorm z = y*exp(ls) + b (all N x D contiguous).
+  // ActNorm z = y*exp(ls) + b (all N x D contiguous). exp(ls) once per column, not per element.
   void actnorm_forward(int64_t N, int64_t D, const T* ls, const T* b, const T* y, T* z) const {
+    const T* e = column_exp(D, ls, T(1));
     for (int64_t n = 0; n < N; ++n)
-      for (int64_t j = 0; j < D; ++j) z[n * D + j] = math::actnorm_z(y[n * D + j], ls[j], b[j]);
+      for (int64_t j = 0; j < D; ++j) z[n * D + j] = math::actnorm_z_e(y[n * D + j], e[j], b[j]);
   }
   void actnorm_inverse(int64_t N, int64_t D, const T* ls, const T* b, const T* z, T* y) const {
+    const T* e = column_exp(D, ls, T(-1));
     for (int64_t n = 0; n < N; ++n)
-      for (int64_t j = 0; j < D; ++j) y[n * D + j] = math::actnorm_y(z[n * D + j], ls[j], b[j]);
+      for (int64_t j = 0; j < D; ++j) y[n * D + j] = math::actnorm_y_e(z[n * D + j], e[j], b[j]);
   }
 
   // nll[n] = 0.5*|z_n|^2 - log_det[n] - sum_j ls_j + D*0.5*log(2*pi).
@@ -192,9 +211,10 @@ struct CpuFlowOps {
   void actnorm_backward(int64_t N, int64_t D, T inv_n, const T* ls, const T* b, const T* z,
                         T* g_y, T* g_ls, T* g_b) const {
     for (int64_t j = 0; j < D; ++j) g_ls[j] = T(-1), g_b[j] = T(0);
+    const T* e = column_exp(D, ls, T(1));
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < D; ++j) {
-        auto g = math::actnorm_grad(z[n * D + j], math::exp_(ls[j]), b[j], inv_n);
+        auto g = math::actnorm_grad(z[n * D + j], e[j], b[j], inv_n);
         g_y[n * D + j] = g.g_y;
         g_ls[j] += g.g_ls_term;
         g_b[j] += g.g_b_term;
@@ -204,10 +224,11 @@ struct CpuFlowOps {
   // Tangent of ActNorm: z_dot = (y_dot + y*ls_dot)*exp(ls) + b_dot.
   void actnorm_tangent(int64_t N, int64_t D, const T* ls, const T* ls_dot, const T* b_dot,
                        const T* y, const T* y_dot, T* z_dot) const {
+    const T* e = column_exp(D, ls, T(1));
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < D; ++j)
-        z_dot[n * D + j] = math::actnorm_z_dot(y[n * D + j], y_dot[n * D + j], math::exp_(ls[j]),
-                                               ls_dot[j], b_dot[j]);
+        z_dot[n * D + j] =
+            math::actnorm_z_dot(y[n * D + j], y_dot[n * D + j], e[j], ls_dot[j], b_dot[j]);
   }
 
   // actnorm_backward and its tangent: also g_y_dot, hv_ls = R{g_ls}, hv_b = R{g_b}.
@@ -215,9 +236,10 @@ struct CpuFlowOps {
                             const T* ls_dot, const T* b_dot, const T* z, const T* z_dot, T* g_y,
                             T* g_y_dot, T* g_ls, T* g_b, T* hv_ls, T* hv_b) const {
     for (int64_t j = 0; j < D; ++j) g_ls[j] = T(-1), g_b[j] = hv_ls[j] = hv_b[j] = T(0);
+    const T* e = column_exp(D, ls, T(1));
     for (int64_t n = 0; n < N; ++n)
       for (int64_t j = 0; j < D; ++j) {
-        auto g = math::actnorm_grad_hvp(z[n * D + j], z_dot[n * D + j], math::exp_(ls[j]), b[j],
+        auto g = math::actnorm_grad_hvp(z[n * D + j], z_dot[n * D + j], e[j], b[j],
                                         ls_dot[j], b_dot[j], inv_n);
         g_y[n * D + j] = g.g_y;
         g_y_dot[n * D + j] = g.g_y_dot;
@@ -238,6 +260,23 @@ struct CpuFlowOps {
   }
 
   void synchronize() const {}
+
+ private:
+  // Per-thread scratch of n values (the ops are const and may run on several threads at once,
+  // one flow each).
+  static T* scratch(int64_t n) {
+    thread_local std::vector<T> buf;
+    if (int64_t(buf.size()) < n) buf.resize(n);
+    return buf.data();
+  }
+  // exp(sign * ls[j]) per column, with the same scalar exp as the per-element form had.
+  static const T* column_exp(int64_t D, const T* ls, T sign) {
+    T* e = scratch(D);
+    for (int64_t j = 0; j < D; ++j) e[j] = math::exp_(sign * ls[j]);
+    return e;
+  }
+
+ public:
 };
 
 }  // namespace mirad

@@ -119,19 +119,31 @@ TEST(Refinement, PlantedDuplicateScoresHighCrossFitAndLowInSample) {
     for (double s : rec.scores) rank += s > rec.scores[j];
     return std::make_pair(rec.scores[j], rank);
   };
-  cfg.refine.scoring = "in_sample";
-  const auto in = run(bank, cfg);
-  cfg.refine.scoring = "cross_fit";
-  const auto cf = run(bank, cfg);
-  const auto [s_in, rank_in] = rank_of_outlier(in.rounds[0]);
-  const auto [s_cf, rank_cf] = rank_of_outlier(cf.rounds[0]);
-  std::printf("outlier: in-sample score %.2f (rank %d, tau %.2f), cross-fit score %.2f (rank %d, "
-              "tau %.2f)\n", s_in, rank_in, in.rounds[0].tau, s_cf, rank_cf, cf.rounds[0].tau);
-  // Cross-fit: the two copies are the most anomalous images and are rejected.
-  EXPECT_LE(rank_cf, 1);
-  EXPECT_GT(s_cf, cf.rounds[0].tau);
-  // In-sample: the flow vouches for them: below the rejection threshold.
-  EXPECT_LT(s_in, in.rounds[0].tau);
+  // Whether in-sample training memorises the outlier depends on the optimisation path (seeds
+  // 0-5 gave it a rank of 0 to 30, and float rounding alone can flip one seed), so the
+  // contrast is checked over several seeds: cross-fit rejects it every time, in-sample
+  // scoring misses it at least half of the time.
+  int in_sample_missed = 0;
+  const int n_seeds = 4;
+  for (int seed = 0; seed < n_seeds; ++seed) {
+    cfg.seed = uint64_t(seed);
+    cfg.refine.scoring = "in_sample";
+    const auto in = run(bank, cfg);
+    cfg.refine.scoring = "cross_fit";
+    const auto cf = run(bank, cfg);
+    const auto [s_in, rank_in] = rank_of_outlier(in.rounds[0]);
+    const auto [s_cf, rank_cf] = rank_of_outlier(cf.rounds[0]);
+    std::printf("seed %d, outlier: in-sample score %.2f (rank %d, tau %.2f), cross-fit score "
+                "%.2f (rank %d, tau %.2f)\n", seed, s_in, rank_in, in.rounds[0].tau, s_cf,
+                rank_cf, cf.rounds[0].tau);
+    // Cross-fit: the two copies are the most anomalous images and are rejected.
+    EXPECT_LE(rank_cf, 1) << "seed " << seed;
+    EXPECT_GT(s_cf, cf.rounds[0].tau) << "seed " << seed;
+    // In-sample: the flow vouches for them, below the rejection threshold.
+    in_sample_missed += s_in < in.rounds[0].tau;
+  }
+  EXPECT_GE(2 * in_sample_missed, n_seeds)
+      << "in-sample scoring rejected the memorised outlier in most seeds";
 }
 
 TEST(Refinement, NonFiniteScoresAreRejectedAndReportedEvenAboveAQuarter) {

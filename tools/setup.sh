@@ -8,11 +8,12 @@ pkgs=(cmake ninja-build g++ pkg-config libopenblas-dev libopenblas0-pthread nloh
       libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libbenchmark-dev libdnnl-dev
       libspng-dev libturbojpeg0-dev libjpeg62-turbo-dev python3 python3-numpy python3-pil
       python3-sklearn python3-scipy ocl-icd-opencl-dev opencl-c-headers libssl-dev
-      clang libclang-rt-dev libomp-dev)
+      clang libclang-rt-dev libomp-dev libsleef-dev)
 # oneDNN's CMake config (dnnl-config.cmake) calls find_package(OpenCL), but libdnnl-dev only
 # *recommends* the OpenCL headers and loader, which --no-install-recommends skips.
 # clang, libclang-rt-dev (libFuzzer and clang's sanitizer runtimes) and libomp-dev (clang's
-# OpenMP, which find_package(OpenMP) needs under clang) are for tools/fuzz.sh.
+# OpenMP, which find_package(OpenMP) needs under clang) are for tools/fuzz.sh. libsleef-dev:
+# vectorised exp/tanh for the CPU flow (kernels/vec_math.h).
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -77,7 +77,7 @@ for D in (40, 112):
                      f"{t.get(('maml_second_order', D), 0) / max(t.get(('maml_first_order', D), 1), 1e-9):.2f}x (torch) | | | |")
 # MobileNetV2: 300M multiply-adds per 224x224 image (Sandler et al. 2018) = 0.6 GFLOP.
 for b in tb:
-    name = f"BM_MobileNetV2/cpu/{b['batch']}/0"
+    name = f"BM_MobileNetV2/cpu/{b['batch']}/0/0"
     if name not in m: continue
     mm = m[name]["real_time"]
     g = 0.6 * b["batch"] / (mm / 1e3)
