@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Generates docs/PERF.md: mirad against PyTorch doing the same work on the CPU, side by side in
-# one run with the same thread count, and each as a fraction of this machine's SGEMM peak
-# measured in the same run: the backbone (MobileNetV2 graph, batch 1 and 16), the flow
+# one run (MIRAD_PERF_ROUNDS alternating rounds, 3 by default; medians) with the same thread
+# count, and each as a fraction of this machine's SGEMM peak measured in the same rounds: the backbone (MobileNetV2 graph, batch 1 and 16), the flow
 # training step (forward+backward) and HVP at the default taps' sizes (D = 40, 112) and at
 # D = 96, 256, and one MAML outer step (B = 4 tasks, 512 + 512 rows, first and second order).
 # PyTorch: Debian's python3-torch on OpenBLAS (libopenblas0-pthread), installed if missing.
@@ -17,73 +17,97 @@ source tools/bench/torch_on_openblas.sh
 cmake --build "$build" --target mirad_bench >/dev/null
 out=$(mktemp -d)
 export OPENBLAS_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads"
-filter='BM_SgemmPeak/cpu|BM_Flow(ForwardBackward|Hvp)/cpu/(40|112|96|256)/4096|BM_MamlStep/cpu|BM_MobileNetV2/cpu/(1|16)/0/'
-"$build/tools/mirad_bench" --benchmark_filter="$filter" --benchmark_min_time=1 \
-  --benchmark_format=json > "$out/mirad.json"
-/usr/bin/python3 tools/bench/torch_flow.py --dims 40,112,96,256 --maml 40,112 \
-  --threads "$threads" > "$out/torch_flow.jsonl"
-/usr/bin/python3 tools/bench/torch_backbone.py --threads "$threads" --batches 1,16 \
-  > "$out/torch_backbone.jsonl" 2>"$out/torch_backbone.err" || true
+# This VM's speed drifts by 2x within minutes (burst and throttle phases), so the report takes
+# rounds of mirad then PyTorch, alternating, and gives medians with each ratio's range.
+rounds="${MIRAD_PERF_ROUNDS:-3}"
+filter='BM_SgemmPeak/cpu|BM_Flow(ForwardBackward|Hvp)/cpu/(40|112|96|256)/4096|BM_MamlStep/cpu|BM_MobileNetV2/cpu/(1|16)/0/0/'
+for r in $(seq 1 "$rounds"); do
+  "$build/tools/mirad_bench" --benchmark_filter="$filter" --benchmark_min_time=1 \
+    --benchmark_format=json > "$out/mirad_$r.json"
+  /usr/bin/python3 tools/bench/torch_flow.py --dims 40,112,96,256 --maml 40,112 \
+    --threads "$threads" > "$out/torch_flow_$r.jsonl"
+  /usr/bin/python3 tools/bench/torch_backbone.py --threads "$threads" --batches 1,16 \
+    > "$out/torch_backbone_$r.jsonl" 2>"$out/torch_backbone_$r.err" || true
+done
 lscpu | grep -E "Model name" | head -1 | sed 's/^Model name: *//' > "$out/cpu.txt"
 
-/usr/bin/python3 - "$out" "$threads" "$report" "$blas_target" <<'PY'
-import json, os, re, sys
-out, threads, report, blas = sys.argv[1:5]
-bench = json.load(open(f"{out}/mirad.json"))["benchmarks"]
-m = {b["name"].replace("/real_time", ""): b for b in bench if not b.get("error_occurred")}
+/usr/bin/python3 - "$out" "$threads" "$report" "$blas_target" "$rounds" <<'PY'
+import json, os, statistics, sys
+out, threads, report, blas, rounds = sys.argv[1:6]
+R = int(rounds)
+med = statistics.median
 def gf(b):
     v = b.get("GFLOP/s")
     return v / 1e9 if v and v > 1e6 else v
-torch_rows = [json.loads(l) for l in open(f"{out}/torch_flow.jsonl")]
-t = {(r["case"], r["dim"]): r["ms"] for r in torch_rows}
-tb = []
-if os.path.exists(f"{out}/torch_backbone.jsonl"):
-    tb = [json.loads(l) for l in open(f"{out}/torch_backbone.jsonl") if l.strip().startswith("{")]
+# Per round: mirad's benchmarks by name, torch's flow cases by (case, dim), torch's backbone by batch.
+M, T, TB = [], [], []
+for r in range(1, R + 1):
+    bench = json.load(open(f"{out}/mirad_{r}.json"))["benchmarks"]
+    M.append({b["name"].replace("/real_time", ""): b for b in bench if not b.get("error_occurred")})
+    rows = [json.loads(l) for l in open(f"{out}/torch_flow_{r}.jsonl")]
+    T.append({(x["case"], x["dim"]): x["ms"] for x in rows})
+    tb = f"{out}/torch_backbone_{r}.jsonl"
+    TB.append({x["batch"]: x["ms"] for x in (json.loads(l) for l in open(tb) if l.strip().startswith("{"))}
+              if os.path.exists(tb) else {})
+torch_meta = json.loads(open(f"{out}/torch_flow_1.jsonl").readline())
+peaks = [gf(m["BM_SgemmPeak/cpu/1024"]) for m in M]
+pk = med(peaks)
+
+def row(label, D, name, tkey, gemm_gflop=None):
+    """One table row from every round that has both sides: medians, the ratio of the medians,
+    the range of the per-round ratios, and GEMM GFLOP/s at mirad's median time."""
+    pairs = []
+    for i in range(R):
+        if name not in M[i]: continue
+        tm = T[i].get(tkey) if tkey[0] != "bb" else TB[i].get(tkey[1])
+        if tm: pairs.append((M[i][name]["real_time"], tm, M[i][name]))
+    if not pairs: return None
+    mm, tm = med(p[0] for p in pairs), med(p[1] for p in pairs)
+    ratios = [p[1] / p[0] for p in pairs]
+    if gemm_gflop is None:
+        g0 = gf(pairs[0][2])
+        gemm_gflop = g0 * pairs[0][0] / 1e3 if g0 else None  # GEMM work of one call
+    g = gemm_gflop / (mm / 1e3) if gemm_gflop else None
+    return (f"| {label} | {D} | {mm:.1f} | {tm:.1f} | {tm / mm:.2f}x | {min(ratios):.2f}-{max(ratios):.2f}x | "
+            + (f"{g:.1f} | {g / pk:.0%} |" if g else "- | - |"))
+
 lines = ["# CPU performance, side by side", "",
-         "Generated by `tools/bench/perf_report.sh " + threads + "`; do not edit by hand. One run, "
-         f"{threads} threads for both, on {open(f'{out}/cpu.txt').read().strip()}. PyTorch "
-         f"{torch_rows[0]['torch']} from Debian on {blas} (torch reports: {torch_rows[0]['blas']}). "
-         f"SGEMM peak measured in the same run (OpenBLAS, 1024^3): **{gf(m['BM_SgemmPeak/cpu/1024']):.1f} GFLOP/s**. "
-         "GFLOP/s are GEMM work only (counted by mirad's CPU ops: every GEMM call adds 2*M*N*K), "
-         "so the fraction of peak is how close the step runs to the machine's limit; the rest of "
-         "the time is element-wise work and memory traffic.", "",
-         "| case | D | mirad ms | torch ms | torch / mirad | mirad GEMM GFLOP/s | fraction of SGEMM peak |",
-         "| --- | --- | --- | --- | --- | --- | --- |"]
-pk = gf(m["BM_SgemmPeak/cpu/1024"])
+         "Generated by `tools/bench/perf_report.sh " + threads + "`; do not edit by hand. "
+         f"{R} rounds, each running mirad's benchmarks and then PyTorch's, {threads} threads for both, "
+         f"on {open(f'{out}/cpu.txt').read().strip()}. PyTorch {torch_meta['torch']} from Debian on "
+         f"{blas} (torch reports: {torch_meta['blas']}). Times are medians over the rounds; "
+         "\"torch / mirad\" is the ratio of the medians, and the range beside it is the per-round "
+         "ratio's (this shared VM's speed drifts by up to 2x within minutes). SGEMM peak measured "
+         f"in the same rounds (OpenBLAS, 1024^3): **{pk:.1f} GFLOP/s** median "
+         f"({min(peaks):.1f}-{max(peaks):.1f}). GFLOP/s are GEMM work only (counted by mirad's CPU ops: every "
+         "GEMM call adds 2*M*N*K), so the fraction of peak is how close the step runs to the "
+         "machine's limit; the rest of the time is element-wise work and memory traffic.", "",
+         "| case | D | mirad ms | torch ms | torch / mirad | per round | mirad GEMM GFLOP/s | fraction of SGEMM peak |",
+         "| --- | --- | --- | --- | --- | --- | --- | --- |"]
 for case, name in (("forward_backward", "BM_FlowForwardBackward"), ("hvp", "BM_FlowHvp")):
     for D in (40, 112, 96, 256):
-        b = m.get(f"{name}/cpu/{D}/4096")
-        if not b: continue
-        g = gf(b)
-        tm = t.get((case, D))
-        lines.append(f"| flow {case.replace('_', '+')} (4096 vectors) | {D} | {b['real_time']:.1f} | "
-                     f"{tm:.1f} | {tm / b['real_time']:.2f}x |" if tm else
-                     f"| flow {case} | {D} | {b['real_time']:.1f} | - | - |")
-        lines[-1] += f" {g:.1f} | {g / pk:.0%} |" if g else " - | - |"
+        r = row(f"flow {case.replace('_', '+')} (4096 vectors)", D, f"{name}/cpu/{D}/4096", (case, D))
+        if r: lines.append(r)
 for D in (40, 112):
     for order, key in ((0, "maml_first_order"), (1, "maml_second_order")):
-        b = m.get(f"BM_MamlStep/cpu/{D}/{order}")
-        if not b: continue
-        g = gf(b)
-        tm = t.get((key, D))
-        lines.append(f"| MAML outer step, {'second' if order else 'first'} order (B = 4, 512 + 512 rows) | {D} | "
-                     f"{b['real_time']:.1f} | {tm:.1f} | {tm / b['real_time']:.2f}x |" if tm else
-                     f"| MAML outer step, {'second' if order else 'first'} order | {D} | {b['real_time']:.1f} | - | - |")
-        lines[-1] += f" {g:.1f} | {g / pk:.0%} |" if g else " - | - |"
+        r = row(f"MAML outer step, {'second' if order else 'first'} order (B = 4, 512 + 512 rows)", D,
+                f"BM_MamlStep/cpu/{D}/{order}", (key, D))
+        if r: lines.append(r)
 for D in (40, 112):
-    a, b = m.get(f"BM_MamlStep/cpu/{D}/0"), m.get(f"BM_MamlStep/cpu/{D}/1")
+    a = [m[f"BM_MamlStep/cpu/{D}/1"]["real_time"] / m[f"BM_MamlStep/cpu/{D}/0"]["real_time"]
+         for m in M if f"BM_MamlStep/cpu/{D}/0" in m and f"BM_MamlStep/cpu/{D}/1" in m]
+    b = [t[("maml_second_order", D)] / t[("maml_first_order", D)]
+         for t in T if ("maml_first_order", D) in t and ("maml_second_order", D) in t]
     if a and b:
-        lines.append(f"| second / first order MAML step, mirad | {D} | {b['real_time'] / a['real_time']:.2f}x | "
-                     f"{t.get(('maml_second_order', D), 0) / max(t.get(('maml_first_order', D), 1), 1e-9):.2f}x (torch) | | | |")
+        lines.append(f"| second / first order MAML step | {D} | {med(a):.2f}x (mirad) | {med(b):.2f}x (torch) | "
+                     f"| {min(a):.2f}-{max(a):.2f}x (mirad) | | |")
 # MobileNetV2: 300M multiply-adds per 224x224 image (Sandler et al. 2018) = 0.6 GFLOP.
-for b in tb:
-    name = f"BM_MobileNetV2/cpu/{b['batch']}/0/0"
-    if name not in m: continue
-    mm = m[name]["real_time"]
-    g = 0.6 * b["batch"] / (mm / 1e3)
-    lines.append(f"| MobileNetV2 224x224, batch {b['batch']} | - | {mm:.1f} | {b['ms']:.1f} | "
-                 f"{b['ms'] / mm:.2f}x | {g:.1f} (0.6 GFLOP/img) | {g / pk:.0%} |")
-lines += ["", "Sources: `build/tools/mirad_bench` (`tools/bench/bench_flow.cpp`, `bench_maml.cpp`, "
+for batch in (1, 16):
+    r = row(f"MobileNetV2 224x224, batch {batch}", "-", f"BM_MobileNetV2/cpu/{batch}/0/0", ("bb", batch),
+            gemm_gflop=0.6 * batch)
+    if r: lines.append(r)
+lines += ["", "MobileNetV2's GFLOP/s count 0.6 GFLOP per image (300M multiply-adds, Sandler et al. 2018).",
+          "", "Sources: `build/tools/mirad_bench` (`tools/bench/bench_flow.cpp`, `bench_maml.cpp`, "
           "`bench_backbone.cpp`), `tools/bench/torch_flow.py` (the same flow graph; the MAML step "
           "differentiates through the inner step with `create_graph`), `tools/bench/torch_backbone.py` "
           "(the same graph JSON and weights)."]
