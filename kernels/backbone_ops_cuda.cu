@@ -11,27 +11,13 @@
 #include <algorithm>
 
 #include "engine/cuda_error.h"
+#include "kernels/backbone_cuda_common.cuh"
 #include "kernels/backbone_ops.h"
 
 namespace mirad::bbops {
 namespace {
 
-constexpr int kBlock = 256;
-constexpr int kWarpsPerBlock = kBlock / 32;
-
-cudaStream_t to_cuda(Stream s) {
-  return static_cast<cudaStream_t>(s.handle);
-}
-
-// Grid for a grid-stride loop over n items: enough blocks to fill any current GPU, capped so
-// that huge tensors loop instead of launching millions of blocks.
-int grid_for(int64_t n) {
-  return static_cast<int>(std::min<int64_t>((n + kBlock - 1) / kBlock, 65535 * 8));
-}
-
-#define GRID_STRIDE(i, n)                                                   \
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
-       i += int64_t(blockDim.x) * gridDim.x)
+using namespace cuda_common;
 
 __global__ void pad_kernel(int64_t planes, int64_t h, int64_t w, Pads p, float value,
                            const float* __restrict__ x, float* __restrict__ y) {
@@ -70,15 +56,6 @@ __global__ void pool_kernel(PoolGeom g, const float* __restrict__ x, float* __re
   }
 }
 
-__device__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-
 // One warp per (n, c) row: the lanes stride over the plane, then a shuffle reduction.
 __global__ void global_avg_pool_kernel(int64_t rows, int64_t hw, const float* __restrict__ x,
                                        float* __restrict__ y) {
@@ -110,11 +87,6 @@ __global__ void softmax_kernel(int64_t outer, int64_t c, int64_t inner, const fl
     s = warp_sum(s);
     for (int64_t k = lane; k < c; k += 32) yp[k * inner] = expf(xp[k * inner] - m) / s;
   }
-}
-
-int warp_grid(int64_t rows) {
-  return static_cast<int>(
-      std::min<int64_t>((rows + kWarpsPerBlock - 1) / kWarpsPerBlock, 65535 * 8));
 }
 
 }  // namespace

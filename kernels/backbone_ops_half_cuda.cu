@@ -14,25 +14,16 @@
 #include <algorithm>
 
 #include "engine/cuda_error.h"
+#include "kernels/backbone_cuda_common.cuh"
 #include "kernels/backbone_ops_half.h"
 
 namespace mirad::bbops {
 namespace {
 
-constexpr int kBlock = 256;
-constexpr int kWarpsPerBlock = kBlock / 32;
+using namespace cuda_common;
+
 constexpr int kTile = 32;      // transpose tile (kTile x kTile), ...
 constexpr int kTileRows = 8;   // ... loaded by kTile x kTileRows threads
-
-cudaStream_t to_cuda(Stream s) { return static_cast<cudaStream_t>(s.handle); }
-
-int grid_for(int64_t n, int64_t per_block = kBlock) {
-  return static_cast<int>(std::min<int64_t>((n + per_block - 1) / per_block, 65535 * 8));
-}
-
-#define GRID_STRIDE(i, n)                                                   \
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
-       i += int64_t(blockDim.x) * gridDim.x)
 
 __device__ __forceinline__ float ld(float v) { return v; }
 __device__ __forceinline__ float ld(__half v) { return __half2float(v); }
@@ -152,15 +143,6 @@ __global__ void global_avg_pool_nhwc_kernel(int64_t n, int64_t hw, int64_t c,
     for (int64_t p = 0; p < hw; ++p) s += ld(x[(b * hw + p) * c + k]);
     y[i] = st<S>(s / static_cast<float>(hw));
   }
-}
-
-__device__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
 }
 
 // One warp per (outer, inner) column of c values, as the float32 softmax kernel.
@@ -293,8 +275,7 @@ void global_avg_pool_nhwc_half_cuda(Half t, int64_t n, int64_t hw, int64_t c, co
 void softmax_half_cuda(Half t, int64_t outer, int64_t c, int64_t inner, const uint16_t* x,
                        uint16_t* y, Stream stream) {
   if (outer * inner == 0) return;
-  const int grid = static_cast<int>(
-      std::min<int64_t>((outer * inner + kWarpsPerBlock - 1) / kWarpsPerBlock, 65535 * 8));
+  const int grid = warp_grid(outer * inner);
   dispatch(t, [&](auto tag) {
     using S = decltype(tag);
     softmax_kernel<S><<<grid, kBlock, 0, to_cuda(stream)>>>(outer, c, inner, as<S>(x), as<S>(y));

@@ -125,6 +125,15 @@ inline const char* kChainJson = R"({"input": "x", "output": "fc", "ops": [
     {"op": "RESHAPE", "inputs": ["e"], "output": "f"},
     {"op": "FULLY_CONNECTED", "inputs": ["f"], "output": "fc", "weight": "w3"}]})";
 
+// Activations and adds only (no weights): every add with and without a fused activation.
+inline const char* kActsJson = R"({"input": "x", "output": "r6", "ops": [
+    {"op": "RELU", "inputs": ["x"], "output": "r"},
+    {"op": "RELU6", "inputs": ["x"], "output": "r6a"},
+    {"op": "ADD", "inputs": ["x", "r"], "output": "s"},
+    {"op": "ADD", "inputs": ["x", "r6a"], "output": "s_relu", "act": "relu"},
+    {"op": "ADD", "inputs": ["s", "x"], "output": "s_relu6", "act": "relu6"},
+    {"op": "ADD", "inputs": ["s_relu6", "s_relu"], "output": "r6"}]})";
+
 inline SafeTensors chain_weights() {
   std::map<std::string, HostTensor> t;
   t["w0"] = {{6, 3, 3, 3}, random_vector(6 * 27, 1)};

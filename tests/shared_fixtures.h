@@ -12,6 +12,11 @@ inline std::filesystem::path shared_root() {
   return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "shared";
 }
 
+// The reference MobileNetV2 (graph.json + weights.safetensors), when ../shared has it.
+inline std::filesystem::path mobilenet_v2_dir() {
+  return shared_root() / "weights" / "mobilenet_v2_imagenet";
+}
+
 inline std::filesystem::path source_root() {
   return std::filesystem::path(__FILE__).parent_path().parent_path();
 }

@@ -124,14 +124,7 @@ void expect_graph_matches_cpu(const std::string& json, const SafeTensors& w,
 
 TEST(cuda_backbone, AddAndActivationsMatchCpu) {
   SKIP_WITHOUT_DEVICE();
-  const std::string json = R"({"input": "x", "output": "r6", "ops": [
-      {"op": "RELU", "inputs": ["x"], "output": "r"},
-      {"op": "RELU6", "inputs": ["x"], "output": "r6a"},
-      {"op": "ADD", "inputs": ["x", "r"], "output": "s"},
-      {"op": "ADD", "inputs": ["x", "r6a"], "output": "s_relu", "act": "relu"},
-      {"op": "ADD", "inputs": ["s", "x"], "output": "s_relu6", "act": "relu6"},
-      {"op": "ADD", "inputs": ["s_relu6", "s_relu"], "output": "r6"}]})";
-  expect_graph_matches_cpu(json, SafeTensors(), TensorShape{3, 5, 7, 9, 4}, 0.0);
+  expect_graph_matches_cpu(kActsJson, SafeTensors(), TensorShape{3, 5, 7, 9, 4}, 0.0);
 }
 
 TEST(cuda_backbone, ChainAndHeadMatchCpu) {
@@ -263,11 +256,9 @@ TEST(cuda_backbone_kernels, MatchCpuReferences) {
 
 // ---- the whole MobileNetV2 ----
 
-fs::path mobilenet_dir() { return mirad::test::shared_root() / "weights" / "mobilenet_v2_imagenet"; }
-
 TEST(cuda_backbone_mobilenet, MatchesCpuAtTapsAndOutput) {
   SKIP_WITHOUT_DEVICE();
-  const fs::path dir = mobilenet_dir();
+  const fs::path dir = mirad::test::mobilenet_v2_dir();
   if (!fs::exists(dir / "graph.json"))
     GTEST_SKIP() << "no MobileNetV2 weights at " << dir << " (set MIRAD_SHARED)";
   Backbone gpu(dir, Device::cuda), cpu(dir, Device::cpu);
@@ -323,7 +314,7 @@ TEST(cuda_backbone_mobilenet, MatchesCpuAtTapsAndOutput) {
 
 TEST(cuda_backbone_mobilenet, Tf32OptionStaysClose) {
   SKIP_WITHOUT_DEVICE();
-  const fs::path dir = mobilenet_dir();
+  const fs::path dir = mirad::test::mobilenet_v2_dir();
   if (!fs::exists(dir / "graph.json"))
     GTEST_SKIP() << "no MobileNetV2 weights at " << dir << " (set MIRAD_SHARED)";
   BackboneOptions opt;

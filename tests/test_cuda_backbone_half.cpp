@@ -249,14 +249,7 @@ void expect_graph_close(const std::string& json, const SafeTensors& w, const Ten
 
 TEST(cuda_backbone_half, GraphsMatchCpuWithinRounding) {
   SKIP_WITHOUT_DEVICE();
-  const std::string acts = R"({"input": "x", "output": "r6", "ops": [
-      {"op": "RELU", "inputs": ["x"], "output": "r"},
-      {"op": "RELU6", "inputs": ["x"], "output": "r6a"},
-      {"op": "ADD", "inputs": ["x", "r"], "output": "s"},
-      {"op": "ADD", "inputs": ["x", "r6a"], "output": "s_relu", "act": "relu"},
-      {"op": "ADD", "inputs": ["s", "x"], "output": "s_relu6", "act": "relu6"},
-      {"op": "ADD", "inputs": ["s_relu6", "s_relu"], "output": "r6"}]})";
-  expect_graph_close(acts, SafeTensors(), TensorShape{3, 5, 7, 9, 4}, 2e-3, 1.5e-2);
+  expect_graph_close(kActsJson, SafeTensors(), TensorShape{3, 5, 7, 9, 4}, 2e-3, 1.5e-2);
   expect_graph_close(kChainJson, chain_weights(), TensorShape{3, 3, 17, 13, 4}, 5e-3, 4e-2);
   // Softmax over the channels of a spatial map, then RESHAPE of that map (NHWC must become
   // NCHW before it is flattened: 5 channels x 21 positions), FC and softmax.
@@ -285,11 +278,9 @@ TEST(cuda_backbone_half, ArenaIsHalfTheFp32One) {
   }
 }
 
-fs::path mobilenet_dir() { return mirad::test::shared_root() / "weights" / "mobilenet_v2_imagenet"; }
-
 TEST(cuda_backbone_half_mobilenet, StaysCloseToFp32) {
   SKIP_WITHOUT_DEVICE();
-  const fs::path dir = mobilenet_dir();
+  const fs::path dir = mirad::test::mobilenet_v2_dir();
   if (!fs::exists(dir / "graph.json"))
     GTEST_SKIP() << "no MobileNetV2 weights at " << dir << " (set MIRAD_SHARED)";
   Backbone cpu(dir, Device::cpu);
