@@ -388,6 +388,9 @@ TrainResult run_train_job(const TrainJob& job, const JobProgress& progress) {
                       const std::string& detail) {
     DetectorModel m;
     m.config = job.config;
+    // The arithmetic the features really had (the CPU backend is always FP32), so that predict
+    // on any device computes its features the way the model's were computed where it can.
+    m.config.features.precision = f.precision;
     m.backbone = f.backbone;
     for (size_t t = 0; t < f.shapes.size(); ++t) {
       TapModel tm;
