@@ -27,8 +27,10 @@ enum class CpuConvAlgo { automatic, onednn, gemm };
 // - fp32: exact float32 (FMA math), matching the CPU backend to float rounding. The default.
 // - tf32: float32 activations, tensor-core products with inputs rounded to 10 mantissa bits.
 // - fp16 / bf16: activations stored as 16-bit floats in NHWC (cuDNN's tensor-core layout),
-//   products on tensor cores, sums and every non-convolution op in float32; each stored value
-//   is rounded once (FP16: 11 significant bits, range +-65504; BF16: 8 bits, float's range).
+//   products on tensor cores, sums and every non-convolution op in float32; each op's result
+//   is rounded when stored (FP16: 11 significant bits, range +-65504; BF16: 8 bits, float's
+//   range), a convolution's twice (its output, then after bias + activation). An overflow
+//   becomes NaN at the next activation rather than a clamped 6, so it is caught downstream.
 //   Inputs and taps stay float32 NCHW, so callers see no difference but the rounding.
 enum class BackbonePrecision { fp32, tf32, fp16, bf16 };
 // "fp32", "tf32", "fp16", "bf16"; InputError naming the choices for anything else.

@@ -351,9 +351,11 @@ class CudaBackbone final : public BackboneBackend {
           yref = conv(b, op, xs, xref, ys, resolve_pads(op, xs.h, xs.w));
           break;
         case OpType::fully_connected: {
-          // A 1x1 convolution over the flattened input seen as [N, K, 1, 1]: same memory.
+          // A 1x1 convolution over the flattened input seen as [N, K, 1, 1]; the weight's K
+          // runs over C*H*W in NCHW order.
           const TensorShape flat{xs.n, xs.c * xs.h * xs.w, 1, 1, 4};
-          yref = conv(b, op, flat, xref, TensorShape{ys.n, ys.c, 1, 1, 4}, Pads{});
+          yref = conv(b, op, flat, flattened(b, xs, xref), TensorShape{ys.n, ys.c, 1, 1, 4},
+                      Pads{});
           break;
         }
         case OpType::add: {
@@ -394,17 +396,7 @@ class CudaBackbone final : public BackboneBackend {
           break;
         }
         case OpType::reshape:
-          b.use(xref);
-          if (m_half && xs.c > 1 && xs.h * xs.w > 1) {
-            // Flattening follows NCHW order: NHWC must be reordered first.
-            yref = b.fresh(ys);
-            Step& s = b.push(StepKind::to_nchw);
-            s.in0 = xref, s.out = yref, s.in_shape = xs;
-            break;
-          }
-          // NCHW is already [N, C*H*W] in memory (as is NHWC when h = w = 1 or c = 1): the
-          // same buffer, kept alive to here.
-          yref = xref;
+          yref = flattened(b, xs, xref);
           break;
         case OpType::softmax: {
           b.use(xref);
@@ -423,6 +415,18 @@ class CudaBackbone final : public BackboneBackend {
     for (const Step& s : plan->steps)
       if (s.conv) plan->workspace_bytes = std::max(plan->workspace_bytes, s.conv->workspace);
     return plan;
+  }
+
+  // x (shape xs, buffer xref) in NCHW order, the order of a flattening ([N, C*H*W]): NCHW is
+  // already that in memory, and so is NHWC when h = w = 1 or c = 1, so the same buffer, kept
+  // alive to here; the 16-bit path's NHWC maps are reordered first.
+  int flattened(Builder& b, const TensorShape& xs, int xref) {
+    b.use(xref);
+    if (!m_half || xs.c == 1 || xs.h * xs.w == 1) return xref;
+    const int yref = b.fresh(xs);
+    Step& s = b.push(StepKind::to_nchw);
+    s.in0 = xref, s.out = yref, s.in_shape = xs;
+    return yref;
   }
 
   // Plans a convolution (or FC as 1x1) of x (shape xs, buffer xref) into a new buffer; returns

@@ -1,6 +1,8 @@
 // The reduced-precision backbone's storage and ops: activations held as 16-bit floats (FP16 or
 // BF16) in NHWC order, the layout cuDNN's tensor-core convolutions want, with every product and
-// sum done in float32 and only the stored value rounded (round to nearest even).
+// sum done in float32 and each op's result rounded once when stored (round to nearest even). A
+// convolution's output is stored by cuDNN, then bias + activation store it again: two
+// roundings there.
 //
 // Each op has a CPU reference here (kernels/backbone_ops_half_cpu.cpp) with the same contract as
 // its CUDA launcher (kernels/backbone_ops_half_cuda.cu). Storage is uint16_t bit patterns in
@@ -17,6 +19,13 @@
 namespace mirad::bbops {
 
 enum class Half { fp16, bf16 };
+
+// FP16 overflows at 65520 to inf, which relu6 would turn into a plausible 6 (and relu keep as
+// inf). The 16-bit ops map +-inf to NaN before an activation, so that an overflow reaches the
+// flow's non-finite checks instead of passing for a feature. (inf - inf is NaN on any device.)
+MIRAD_HD float overflow_to_nan(float v) {
+  return (v == INFINITY || v == -INFINITY) ? v - v : v;
+}
 
 // float -> 16-bit pattern, rounding to nearest even as __float2half_rn / __float2bfloat16_rn do:
 // FP16 overflows to +-inf past 65504 (65520 and up), keeps subnormals down to 2^-24 and flushes
@@ -39,7 +48,7 @@ void nhwc_to_nchw_half_cpu(Half t, int64_t n, int64_t c, int64_t h, int64_t w,
 void pad_nhwc_half_cpu(Half t, int64_t n, int64_t c, int64_t h, int64_t w, Pads p, float value,
                        const uint16_t* x, uint16_t* y);
 // In place on y (count elements, channel innermost, c channels): y = act(y + bias[ch]);
-// bias (float32) may be null.
+// bias (float32) may be null. This op and the two below turn +-inf into NaN (overflow_to_nan).
 void bias_act_nhwc_half_cpu(Half t, int64_t count, int64_t c, const float* bias, int act,
                             uint16_t* y);
 // y = act(a + b) and y = act(x), any layout; y may alias an input.

@@ -103,18 +103,20 @@ void bias_act_nhwc_half_cpu(Half t, int64_t count, int64_t c, const float* bias,
                             uint16_t* y) {
   for (int64_t i = 0; i < count; ++i) {
     const float b = bias ? bias[i % c] : 0.f;
-    y[i] = to_half_bits(t, activate(from_half_bits(t, y[i]) + b, act));
+    y[i] = to_half_bits(t, activate(overflow_to_nan(from_half_bits(t, y[i]) + b), act));
   }
 }
 
 void add_act_half_cpu(Half t, int64_t count, const uint16_t* a, const uint16_t* b, int act,
                       uint16_t* y) {
   for (int64_t i = 0; i < count; ++i)
-    y[i] = to_half_bits(t, activate(from_half_bits(t, a[i]) + from_half_bits(t, b[i]), act));
+    y[i] = to_half_bits(
+        t, activate(overflow_to_nan(from_half_bits(t, a[i]) + from_half_bits(t, b[i])), act));
 }
 
 void act_half_cpu(Half t, int64_t count, const uint16_t* x, int act, uint16_t* y) {
-  for (int64_t i = 0; i < count; ++i) y[i] = to_half_bits(t, activate(from_half_bits(t, x[i]), act));
+  for (int64_t i = 0; i < count; ++i)
+    y[i] = to_half_bits(t, activate(overflow_to_nan(from_half_bits(t, x[i])), act));
 }
 
 namespace {

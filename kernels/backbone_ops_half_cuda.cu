@@ -107,18 +107,18 @@ __global__ void bias_act_nhwc_kernel(int64_t count, int64_t c, const float* __re
                                      int act, S* y) {
   GRID_STRIDE(i, count) {
     const float b = bias ? bias[i % c] : 0.f;
-    y[i] = st<S>(activate(ld(y[i]) + b, act));
+    y[i] = st<S>(activate(overflow_to_nan(ld(y[i]) + b), act));
   }
 }
 
 template <class S>
 __global__ void add_act_kernel(int64_t count, const S* a, const S* b, int act, S* y) {
-  GRID_STRIDE(i, count) y[i] = st<S>(activate(ld(a[i]) + ld(b[i]), act));
+  GRID_STRIDE(i, count) y[i] = st<S>(activate(overflow_to_nan(ld(a[i]) + ld(b[i])), act));
 }
 
 template <class S>
 __global__ void act_kernel(int64_t count, const S* x, int act, S* y) {
-  GRID_STRIDE(i, count) y[i] = st<S>(activate(ld(x[i]), act));
+  GRID_STRIDE(i, count) y[i] = st<S>(activate(overflow_to_nan(ld(x[i])), act));
 }
 
 // One thread per output cell and channel; channels innermost, so neighbouring threads read

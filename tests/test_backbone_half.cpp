@@ -124,6 +124,35 @@ TEST(BackboneHalf, LayoutChangesByHand) {
             0.333251953125f);
 }
 
+// An overflow must not pass for a feature: FP16's inf, which relu6 would clamp to 6 and relu
+// keep, becomes NaN in every op that applies an activation.
+TEST(BackboneHalf, OverflowBecomesNanNotAClampedFeature) {
+  const Half t = Half::fp16;
+  const std::vector<float> bias = {100.f};
+  for (int act : {kActNone, kActRelu, kActRelu6}) {
+    // 65504 + 100 in float is finite, but y itself is inf after a conv that overflowed.
+    std::vector<uint16_t> y = {to_half_bits(t, INFINITY), to_half_bits(t, -INFINITY),
+                               to_half_bits(t, 3.f)};
+    bias_act_nhwc_half_cpu(t, 3, 1, bias.data(), act, y.data());
+    EXPECT_TRUE(std::isnan(from_half_bits(t, y[0]))) << "act " << act;
+    EXPECT_TRUE(std::isnan(from_half_bits(t, y[1]))) << "act " << act;
+    EXPECT_EQ(from_half_bits(t, y[2]), activate(103.f, act)) << "act " << act;
+    const std::vector<uint16_t> a = {to_half_bits(t, INFINITY), to_half_bits(t, 1.f)};
+    const std::vector<uint16_t> b = {to_half_bits(t, 1.f), to_half_bits(t, 2.f)};
+    std::vector<uint16_t> out(2);
+    add_act_half_cpu(t, 2, a.data(), b.data(), act, out.data());
+    EXPECT_TRUE(std::isnan(from_half_bits(t, out[0]))) << "add, act " << act;
+    EXPECT_EQ(from_half_bits(t, out[1]), activate(3.f, act)) << "add, act " << act;
+    act_half_cpu(t, 2, a.data(), act, out.data());
+    EXPECT_TRUE(std::isnan(from_half_bits(t, out[0]))) << "act " << act;
+  }
+  // A large but finite sum is not an overflow: relu6 clamps it as in FP32.
+  const std::vector<uint16_t> big = {to_half_bits(t, 60000.f)};
+  std::vector<uint16_t> out(1);
+  add_act_half_cpu(t, 1, big.data(), big.data(), kActRelu6, out.data());
+  EXPECT_EQ(from_half_bits(t, out[0]), 6.f);
+}
+
 // Each NHWC op equals the float32 NCHW op on the decoded input, each result rounded once.
 TEST(BackboneHalf, NhwcOpsEqualTheFloatOpsRounded) {
   const int64_t N = 2, C = 5, H = 7, W = 6, count = N * C * H * W;
