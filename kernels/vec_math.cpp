@@ -1,15 +1,15 @@
 // kernels/vec_math.h: SLEEF's SSE2 loops (every x86-64 CPU has SSE2), the dispatch to the AVX2
-// ones in kernels/vec_math_avx2.cpp, and scalar libm on other architectures.
+// ones in kernels/vec_math_avx2.cpp, and scalar libm on other architectures or without SLEEF.
 #include "kernels/vec_math.h"
 
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(MIRAD_HAVE_SLEEF)
 #include <emmintrin.h>
 #include <sleef.h>
 #endif
 
 namespace mirad::vec {
 
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(MIRAD_HAVE_SLEEF)
 
 namespace {
 

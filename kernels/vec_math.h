@@ -19,7 +19,7 @@ void soft_clamp(const float* x, float a, float* y, int64_t n);
 // Which float implementation runs here: "avx2", "sse2" or "scalar".
 const char* isa();
 
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(MIRAD_HAVE_SLEEF)
 // The two float implementations by name, so that tests can check both on any x86-64 machine;
 // call the avx2 ones only when avx2_available().
 namespace detail {

@@ -1,7 +1,7 @@
 // The AVX2+FMA loops of kernels/vec_math.h. This file alone is compiled with -mavx2 -mfma
 // (CMakeLists.txt) and is called only after a run-time check of the CPU, so it includes no
 // header with inline functions that the linker could share with baseline code.
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(MIRAD_HAVE_SLEEF)
 #include <immintrin.h>
 #include <sleef.h>
 

@@ -31,7 +31,7 @@ std::vector<Impl> impls() {
                           [](const float* x, float a, float* y, int64_t n) {
                             vec::soft_clamp(x, a, y, n);
                           }}};
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(MIRAD_HAVE_SLEEF)
   v.push_back({"sse2", detail::exp_sse2, detail::soft_clamp_sse2});
   if (detail::avx2_available()) v.push_back({"avx2", detail::exp_avx2, detail::soft_clamp_avx2});
 #endif

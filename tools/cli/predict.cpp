@@ -8,6 +8,7 @@
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "kernels/vec_math.h"
 #include "engine/file_io.h"
 #include "engine/json_io.h"
 #include "host/evaluation.h"
@@ -267,15 +268,17 @@ void add_info_command(CLI::App& app, int* rc) {
       *rc = run_model_info(*model, *json);
       return;
     }
+    // cpu_vector_math: how the CPU flow's exp/tanh run (kernels/vec_math.h).
     if (*json)
       std::printf("%s\n", nlohmann::json({{"version", "0.2.0"},
                                           {"cuda_compiled", cuda_compiled()},
-                                          {"cuda_device", cuda_available()}})
+                                          {"cuda_device", cuda_available()},
+                                          {"cpu_vector_math", vec::isa()}})
                               .dump(2)
                               .c_str());
     else
-      std::printf("mirad 0.2.0\ncuda compiled: %s\ncuda device: %s\n",
-                  cuda_compiled() ? "yes" : "no", cuda_available() ? "yes" : "no");
+      std::printf("mirad 0.2.0\ncuda compiled: %s\ncuda device: %s\ncpu vector math: %s\n",
+                  cuda_compiled() ? "yes" : "no", cuda_available() ? "yes" : "no", vec::isa());
     *rc = 0;
   });
 }
