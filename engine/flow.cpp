@@ -34,6 +34,7 @@ class FlowImpl {
   virtual void set_tf32(bool on) = 0;
   virtual void set_bf16(bool on) = 0;
   virtual void set_tasks(int64_t B) = 0;
+  virtual void set_keep_adjoints(bool on) = 0;
 };
 
 template <typename T, class Ops>
@@ -70,6 +71,7 @@ class FlowImplT final : public FlowImpl<T> {
     return bad;
   }
   void set_tasks(int64_t B) override { m_core.set_tasks(B); }
+  void set_keep_adjoints(bool on) override { m_core.set_keep_adjoints(on); }
   const T* nll() const override { return m_nll.data(); }
   const T* last_block_output() const override { return m_core.last_block_output(); }
   void synchronize() override { m_ops->synchronize(); }
@@ -182,6 +184,10 @@ void CouplingFlow<T>::set_tasks(int64_t B) {
   m_impl->set_tasks(B);
   m_tasks = B;
   m_cache = {};
+}
+template <typename T>
+void CouplingFlow<T>::set_keep_adjoints(bool on) {
+  m_impl->set_keep_adjoints(on);
 }
 template <typename T>
 CouplingFlow<T>::CouplingFlow(CouplingFlow&&) noexcept = default;

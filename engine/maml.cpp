@@ -74,6 +74,8 @@ MetaGradientInfo meta_gradient(CouplingFlow<T>& flow_s, CouplingFlow<T>& flow_q,
               device_name(meta_grad.device), P, device_name(dev));
   CHECK_INPUT(meta_grad.data != theta0.data, "maml: meta-gradient must not alias theta_0");
   ws.ensure(n_inner, P, dev);
+  // The sweep's first HVP is at the inner step's last gradient: it reuses that reverse pass.
+  flow_s.set_keep_adjoints(second_order);
   MetaGradientInfo info;
   info.support_loss = run_inner(flow_s, theta0, task.xs, task.cs, n_inner, alpha, ws);
   // v = grad L_Q(theta_n).

@@ -9,6 +9,7 @@
 
 #include "engine/flow.h"
 #include "engine/threads.h"
+#include "kernels/flow_ops_cpu.h"
 #include "expect_error.h"
 #include "flow_test_util.h"
 
@@ -235,4 +236,57 @@ TEST(FlowApi, OneAndTwoThreadsGiveTheSameBits) {
   const auto one = run(1), two = run(2);
   set_compute_threads(available_cores());
   EXPECT_EQ(one, two);
+}
+
+// Kept adjoints (MAML's sweep): an hvp() right after backward() at the same parameters and data
+// reuses that reverse pass. Same bits as without, fewer GEMM flops; a new forward() on other
+// data must not reuse them.
+template <typename T>
+void check_kept_adjoints(const FlowConfig& cfg) {
+  const int64_t N = 301, D = cfg.dim, C = cfg.cond_dim;
+  CouplingFlow<T> plain(cfg, Device::cpu), kept(cfg, Device::cpu);
+  kept.set_keep_adjoints(true);
+  auto p = random_params(plain, 41, 0.1);
+  const auto x1 = randn<T>(N * D, 42), c1 = randn<T>(N * C, 43);
+  const auto x2 = randn<T>(N * D, 44), c2 = randn<T>(N * C, 45);
+  const auto v1 = Buffer<T>::from_host(randn<T>(plain.n_params(), 46, 0.1), Device::cpu);
+  const auto v2 = Buffer<T>::from_host(randn<T>(plain.n_params(), 47, 0.1), Device::cpu);
+  const int64_t P = plain.n_params();
+  Buffer<T> g(P, Device::cpu);
+  auto hvp_of = [&](CouplingFlow<T>& f, const Buffer<T>& v, bool with_grad, uint64_t* flops) {
+    Buffer<T> hv(P, Device::cpu), gg(P, Device::cpu);
+    const uint64_t before = cpu_gemm_flops().load();
+    f.hvp(p, cmat(x1, N, D), cmat(c1, N, C), v, with_grad ? VecView<T>(gg) : VecView<T>{}, hv);
+    if (flops) *flops = cpu_gemm_flops().load() - before;
+    auto out = hv.to_host();
+    if (with_grad) {
+      const auto gh = gg.to_host();
+      out.insert(out.end(), gh.begin(), gh.end());
+    }
+    return out;
+  };
+  plain.grad_at(p, cmat(x1, N, D), cmat(c1, N, C), g);
+  kept.grad_at(p, cmat(x1, N, D), cmat(c1, N, C), g);
+  uint64_t f_plain = 0, f_kept = 0;
+  for (bool with_grad : {false, true})
+    for (const Buffer<T>* v : {&v1, &v2}) {  // several HVPs on one kept reverse pass
+      EXPECT_EQ(hvp_of(kept, *v, with_grad, &f_kept), hvp_of(plain, *v, with_grad, &f_plain))
+          << "D=" << D << " with_grad " << with_grad;
+      // Two GEMMs per block fewer: g_a = g_o W2 and dL/dx1 += g_a W1a.
+      const uint64_t n = uint64_t(N), H = uint64_t(cfg.hidden_width());
+      const uint64_t saved = uint64_t(cfg.n_blocks) * 2 * n * H * (2 * cfg.d2() + cfg.d1());
+      EXPECT_EQ(f_plain - f_kept, saved) << "D=" << D;
+    }
+  // Another batch: hvp_at runs its own forward, which must drop the kept adjoints of x1.
+  Buffer<T> h_plain(P, Device::cpu), h_kept(P, Device::cpu);
+  plain.hvp_at(p, cmat(x2, N, D), cmat(c2, N, C), v1, {}, h_plain);
+  kept.hvp_at(p, cmat(x2, N, D), cmat(c2, N, C), v1, {}, h_kept);
+  EXPECT_EQ(h_kept.to_host(), h_plain.to_host()) << "stale adjoints reused, D=" << D;
+}
+
+TEST(FlowApi, KeptAdjointsGiveTheSameHvpWithFewerGemms) {
+  for (auto cfg : {config(6, 4, 3, 12), config(40, 64, 8, 0)}) {
+    check_kept_adjoints<double>(cfg);
+    check_kept_adjoints<float>(cfg);
+  }
 }
