@@ -197,15 +197,23 @@ class Driver {
   using Job = std::function<void(size_t, std::map<size_t, std::unique_ptr<TapTrainer>>&)>;
 
   void run_jobs(size_t n, const Job& job) {
-    if (m_workers <= 1) {
-      for (size_t j = 0; j < n; ++j) job(j, m_trainers);
-      return;
-    }
-    // Single-threaded BLAS for every job, also when fewer jobs than workers are left, so a
-    // result never depends on the worker count.
-    const int W = int(std::min<size_t>(size_t(m_workers), n));
+    // Single-threaded BLAS for every job, on the serial path too and also when fewer jobs than
+    // workers are left: OpenBLAS splits a GEMM by its thread count, and the split changes the
+    // rounding on some CPUs' kernels (Zen), so only a fixed count of one makes a result
+    // independent of the worker count and of the caller's BLAS setting by construction.
     const int blas = openblas_get_num_threads();
     openblas_set_num_threads(1);
+    if (m_workers <= 1) {
+      try {
+        for (size_t j = 0; j < n; ++j) job(j, m_trainers);
+      } catch (...) {
+        openblas_set_num_threads(blas);
+        throw;
+      }
+      openblas_set_num_threads(blas);
+      return;
+    }
+    const int W = int(std::min<size_t>(size_t(m_workers), n));
     std::atomic<size_t> next{0};
     std::mutex err_mutex;
     std::exception_ptr error;

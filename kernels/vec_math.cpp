@@ -4,6 +4,9 @@
 
 #if defined(__x86_64__) && defined(MIRAD_HAVE_SLEEF)
 #include <emmintrin.h>
+#include <strings.h>
+
+#include <cstdlib>
 #include <sleef.h>
 #endif
 
@@ -13,8 +16,15 @@ namespace mirad::vec {
 
 namespace {
 
+// MIRAD_MAX_CPU_ISA=SSE2 forces the SSE2 loops on an AVX2 machine, as OPENBLAS_CORETYPE and
+// ONEDNN_MAX_CPU_ISA force those libraries' kernels: CI runs the kernel-sensitive tests on
+// several such paths (tools/cpu_paths.sh), so that one machine sees what other CPUs compute.
 bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool yes = [] {
+    const char* cap = std::getenv("MIRAD_MAX_CPU_ISA");
+    if (cap && strcasecmp(cap, "sse2") == 0) return false;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
   return yes;
 }
 
