@@ -38,6 +38,7 @@ struct DemoOptions {
   bool procedural = false;
   uint64_t seed = 0;
   int threads = 0;
+  std::vector<std::string> set;  // key.path=value config overrides, as train's --set
   bool json = false;
 };
 
@@ -97,6 +98,9 @@ int run_demo(const DemoOptions& o) {
   // 3. Clean and train (with a no-refinement baseline for comparison).
   TrainJob job;
   for (const Item& it : data.train) job.images.push_back(it.path);
+  RunOptions ro;
+  ro.set = o.set;
+  job.config = load_config(ro);
   job.config.device = o.device;
   job.config.seed = o.seed;
   job.config.features.short_side = o.size;
@@ -120,6 +124,23 @@ int run_demo(const DemoOptions& o) {
     rejected.push_back({{"path", tr.bank_images[r.image].string()}, {"score", num(r.score)},
                         {"round", r.round}, {"truly_defective", is_bad}});
   }
+  // Per round: what was rejected, how much of it truly defective, and each scored image's
+  // score with its truth (the demo knows which images are defective): the data behind a
+  // rejection rule's errors.
+  nlohmann::json rounds = nlohmann::json::array();
+  std::vector<int64_t> round_truly;
+  for (const auto& rec : rr.rounds) {
+    int64_t hit = 0;
+    for (int64_t img : rec.rejected) hit += bad.count(path_key(tr.bank_images[img])) > 0;
+    round_truly.push_back(hit);
+    nlohmann::json scores = nlohmann::json::array();
+    for (size_t j = 0; j < rec.scored.size(); ++j)
+      scores.push_back({num(rec.scores[j]),
+                        bad.count(path_key(tr.bank_images[rec.scored[j]])) > 0});
+    rounds.push_back({{"round", rec.round}, {"scored", rec.scored.size()}, {"tau", num(rec.tau)},
+                      {"rejected", rec.rejected.size()}, {"rejected_truly_defective", hit},
+                      {"scores", scores}});
+  }
   if (o.json) {
     nlohmann::json j = {
         {"command", "demo"},
@@ -131,6 +152,7 @@ int run_demo(const DemoOptions& o) {
         {"rejected", rejected},
         {"rejected_truly_defective", truly},
         {"stop_reason", rr.stop_reason},
+        {"rounds", rounds},
         {"before", {{"image_auroc", num(eb.all.image_auroc)}, {"pixel_auroc", num(eb.all.pixel_auroc)},
                     {"aupro", num(eb.all.aupro)}}},
         {"after", {{"image_auroc", num(ea.all.image_auroc)}, {"pixel_auroc", num(ea.all.pixel_auroc)},
@@ -145,8 +167,12 @@ int run_demo(const DemoOptions& o) {
               "defective (%.0f%% contamination), %zu test images, on %s with %d threads\n",
               cat.name.c_str(), cat.procedural ? "procedural" : "real", data.train.size(),
               bad.size(), 100.0 * o.contamination, data.test.size(), o.device.c_str(), cores);
-  for (const auto& rec : rr.rounds)
-    std::printf("round %d: tau %.3f, rejected %zu\n", rec.round, rec.tau, rec.rejected.size());
+  for (size_t i = 0; i < rr.rounds.size(); ++i) {
+    const auto& rec = rr.rounds[i];
+    std::printf("round %d: tau %.3f, rejected %zu (%lld defective)\n", rec.round, rec.tau,
+                rec.rejected.size(), (long long)round_truly[i]);
+  }
+  std::printf("stopped: %s\n", rr.stop_reason.c_str());
   // Paths relative to the category: file names alone repeat across defect folders.
   for (const auto& r : rr.rejected)
     std::printf("  rejected %-48s score %7.3f%s\n",
@@ -192,6 +218,8 @@ void add_demo_command(CLI::App& app, int* rc) {
       ->check(IntegerRange(0, 4096));
   cmd->add_option("--keep", o->keep, "generate the data into this folder and keep it")
       ->check(NonEmpty());
+  cmd->add_option("--set", o->set, "override one config key, as train's --set, e.g. "
+                                   "--set refine.max_rounds=3 (repeatable)");
   cmd->add_flag("--json", o->json, "machine-readable JSON on stdout");
   cmd->callback([o, rc] { *rc = run_demo(*o); });
 }
