@@ -68,25 +68,46 @@ std::set<int64_t> rejected_set(const RefinementResult& r) {
 
 }  // namespace
 
+// Bounds from a distribution, not one run: data seeds 1-5 with config seeds 0-4, each measured
+// on the five forced CPU kernel paths (tools/cpu_paths.sh); the worst case is beside each bound.
 TEST(Refinement, RejectsMostContaminantsInSampleAndCrossFit) {
   const int64_t n_good = 40;
   const std::vector<float> bumps(8, 2.5f);
-  PatchBank bank(make_rows(n_good, bumps, 1), n_good + 8, C, H, W, 8, Device::cpu);
-  for (const char* scoring : {"in_sample", "cross_fit"}) {
-    DetectorConfig cfg = small_config();
-    cfg.refine.scoring = scoring;
-    const auto r = run(bank, cfg);
-    int tp = 0, fp = 0;
-    for (int64_t i : rejected_set(r)) (i >= n_good ? tp : fp) += 1;
-    std::printf("%s: %zu rounds (%s), rejected %d of 8 contaminants and %d good images\n",
-                scoring, r.rounds.size(), r.stop_reason.c_str(), tp, fp);
-    EXPECT_GE(tp, 7) << scoring;
-    // Q3 + 1.5 IQR rejects a few percent of good images each round (DESIGN.md's pitfall).
-    EXPECT_LE(fp, n_good / 10) << scoring;
-    EXPECT_EQ(r.retained.size() + r.rejected.size(), size_t(n_good + 8));
-    // The shipped statistics and threshold come from the retained images only.
-    EXPECT_EQ(r.calibration_images, r.retained);
-    EXPECT_TRUE(std::isfinite(r.threshold));
+  for (uint64_t seed = 0; seed < 5; ++seed) {
+    PatchBank bank(make_rows(n_good, bumps, 1 + seed), n_good + 8, C, H, W, 8, Device::cpu);
+    for (const char* scoring : {"in_sample", "cross_fit"}) {
+      DetectorConfig cfg = small_config();
+      cfg.seed = seed;
+      cfg.refine.scoring = scoring;
+      const auto r = run(bank, cfg);
+      int tp = 0, fp = 0;
+      for (int64_t i : rejected_set(r)) (i >= n_good ? tp : fp) += 1;
+      std::printf("seed %llu %s: %zu rounds (%s), rejected %d of 8 contaminants and %d good "
+                  "images\n", (unsigned long long)seed, scoring, r.rounds.size(),
+                  r.stop_reason.c_str(), tp, fp);
+      for (const auto& rec : r.rounds) {
+        std::vector<double> sorted = rec.scores;
+        std::sort(sorted.rbegin(), sorted.rend());
+        std::printf("  round %d: tau %.2f, rejected %zu:", rec.round, rec.tau, rec.rejected.size());
+        for (size_t j = 0; j < std::min<size_t>(12, sorted.size()); ++j) std::printf(" %.2f", sorted[j]);
+        std::printf("\n");
+      }
+      // Measured: 8 of 8 on every seed, scoring and path.
+      EXPECT_GE(tp, 7) << scoring << " seed " << seed;
+      // Q3 + 1.5 IQR flags a few percent of clean scores every round (DESIGN.md's pitfall).
+      // Cross-fit (the default): measured at most 3 of 40 (seed 2), bound 4. In-sample (the
+      // paper's scoring): measured up to 10 of 40 (seed 2: round 1 rejects exactly the 8
+      // contaminants, then rounds 2-4 peel 4, 3 and 3 clean images off the tail as each
+      // retrained model re-ranks the clean set). That is a real weakness, not noise; this bound
+      // only keeps it from growing, and a rejection rule calibrated against clean scores
+      // (issue 15) is the fix. Identical counts on all five forced kernel paths.
+      const int fp_bound = std::string(scoring) == "cross_fit" ? n_good / 10 : n_good / 4;
+      EXPECT_LE(fp, fp_bound) << scoring << " seed " << seed;
+      EXPECT_EQ(r.retained.size() + r.rejected.size(), size_t(n_good + 8));
+      // The shipped statistics and threshold come from the retained images only.
+      EXPECT_EQ(r.calibration_images, r.retained);
+      EXPECT_TRUE(std::isfinite(r.threshold));
+    }
   }
 }
 
@@ -189,21 +210,26 @@ TEST(Refinement, MinKeepStopsRejectionAndSaysSo) {
 
 TEST(Refinement, SoftModeDownWeightsContaminantsAndListsThem) {
   const int64_t n_good = 30;
-  PatchBank bank(make_rows(n_good, std::vector<float>(5, 2.5f), 5), n_good + 5, C, H, W, 8,
-                 Device::cpu);
-  DetectorConfig cfg = small_config();
-  cfg.refine.soft = true;
-  const auto r = run(bank, cfg);
-  // Nothing is dropped; the down-weighted images are listed with weights in (0, 1).
-  EXPECT_EQ(r.retained.size(), size_t(n_good + 5));
-  int tp = 0;
-  for (const auto& x : r.rejected) {
-    EXPECT_GT(x.weight, -1e-12);
-    EXPECT_LT(x.weight, 1.0);
-    tp += x.image >= n_good;
+  for (uint64_t seed = 0; seed < 5; ++seed) {
+    PatchBank bank(make_rows(n_good, std::vector<float>(5, 2.5f), 5 + seed), n_good + 5, C, H,
+                   W, 8, Device::cpu);
+    DetectorConfig cfg = small_config();
+    cfg.seed = seed;
+    cfg.refine.soft = true;
+    const auto r = run(bank, cfg);
+    // Nothing is dropped; the down-weighted images are listed with weights in (0, 1).
+    EXPECT_EQ(r.retained.size(), size_t(n_good + 5));
+    int tp = 0;
+    for (const auto& x : r.rejected) {
+      EXPECT_GT(x.weight, -1e-12);
+      EXPECT_LT(x.weight, 1.0);
+      tp += x.image >= n_good;
+    }
+    std::printf("seed %llu: %d of 5 contaminants down-weighted, %zu images in all\n",
+                (unsigned long long)seed, tp, r.rejected.size());
+    EXPECT_GE(tp, 4) << "seed " << seed;  // measured 5 of 5 on seeds 0-4, all five paths
+    for (const auto& rec : r.rounds) EXPECT_EQ(rec.weights.size(), rec.scored.size());
   }
-  EXPECT_GE(tp, 4);
-  for (const auto& rec : r.rounds) EXPECT_EQ(rec.weights.size(), rec.scored.size());
 }
 
 TEST(Refinement, SameResultsForAnyWorkerCountAndRunToRun) {
