@@ -110,7 +110,7 @@ DetectorConfig DetectorConfig::from_json(const nlohmann::json& j) {
     JsonFields f(top.object("refine"), "config.refine",
                  {"max_rounds", "rule", "k", "min_keep", "scoring", "folds", "soft"});
     f.integer("max_rounds", c.refine.max_rounds, int64_t(0), int64_t(100));
-    f.string("rule", c.refine.rule, {"iqr", "mad", "gmm"});
+    f.string("rule", c.refine.rule, {"iqr", "adjusted", "mad", "gmm"});
     f.number("k", c.refine.k, 0.0, 100.0);
     f.number("min_keep", c.refine.min_keep, 0.0, 1.0);
     f.string("scoring", c.refine.scoring, {"in_sample", "cross_fit"});

@@ -65,7 +65,7 @@ struct TrainSettings {
 
 struct RefineSettings {
   int64_t max_rounds = 5;
-  std::string rule = "iqr";      // "iqr" (Q3 + k*IQR, the paper), "mad", "gmm"
+  std::string rule = "iqr";      // "iqr" (Q3 + k*IQR, the paper), "adjusted", "mad", "gmm"
   double k = -1;                 // the rule's multiplier; -1: the rule's default
                                  // (iqr 1.5, mad 3.0, gmm 1.5 for its one-cluster fallback)
   double min_keep = 0.5;         // never keep fewer than this fraction of the images

@@ -30,6 +30,49 @@ RejectionThreshold iqr_rule(const std::vector<double>& x, double k) {
 
 }  // namespace
 
+double medcouple(const std::vector<double>& in) {
+  CHECK_INPUT(!in.empty(), "medcouple: no values");
+  std::vector<double> s = in;
+  std::sort(s.begin(), s.end());
+  constexpr size_t kMax = 4096;
+  if (s.size() > kMax) {
+    std::vector<double> t(kMax);
+    for (size_t i = 0; i < kMax; ++i) t[i] = s[(i * (s.size() - 1)) / (kMax - 1)];
+    s = std::move(t);
+  }
+  const size_t n = s.size();
+  const double m = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+  std::vector<double> up, down;  // x_j - m >= 0 (descending), x_i - m <= 0 (descending)
+  for (size_t i = n; i-- > 0;)
+    if (s[i] >= m) up.push_back(s[i] - m);
+  for (size_t i = n; i-- > 0;)
+    if (s[i] <= m) down.push_back(s[i] - m);
+  // Values at the median itself belong to both sides; their pairs take the sign convention of
+  // the definition (by position in the tied block), so ties do not bias the skewness.
+  int64_t zeros = 0;
+  for (double v : s) zeros += v == m;
+  std::vector<double> h;
+  h.reserve(up.size() * down.size());
+  const int64_t up0 = int64_t(up.size()) - zeros;  // index of the first zero in `up`
+  for (size_t a = 0; a < up.size(); ++a)
+    for (size_t b = 0; b < down.size(); ++b) {
+      const double zp = up[a], zm = down[b];
+      if (zp == 0 && zm == 0) {
+        const int64_t ia = int64_t(a) - up0, ib = int64_t(b);
+        const int64_t d = (zeros - 1) - ia - ib;
+        h.push_back(d > 0 ? 1.0 : d < 0 ? -1.0 : 0.0);
+      } else {
+        h.push_back((zp + zm) / (zp - zm));
+      }
+    }
+  const size_t k = h.size() / 2;
+  std::nth_element(h.begin(), h.begin() + k, h.end());
+  if (h.size() % 2) return h[k];
+  const double hi = h[k];
+  const double lo = *std::max_element(h.begin(), h.begin() + k);
+  return 0.5 * (lo + hi);
+}
+
 Mixture2 fit_mixture2(const std::vector<double>& x, int max_iterations) {
   const int64_t n = int64_t(x.size());
   CHECK_INPUT(n >= 4, "mixture: needs at least 4 values (got {})", n);
@@ -98,6 +141,14 @@ RejectionThreshold rejection_threshold(const std::vector<double>& x, const std::
   CHECK_INPUT(!x.empty(), "rejection: no finite scores");
   for (double v : x) CHECK_INPUT(std::isfinite(v), "rejection: score {} is not finite", v);
   if (rule == "iqr") return iqr_rule(x, k);
+  if (rule == "adjusted") {
+    const QuartileStats q = quartiles_cpu(x.data(), int64_t(x.size()));
+    const double mc = medcouple(x);
+    const double f = std::exp((mc >= 0 ? 3.0 : 4.0) * mc);
+    return {q.q3 + k * f * q.iqr,
+            fmt::format("Q3 + {}*exp({}*MC)*IQR = {:.4g} + {}*{:.3g}*{:.4g} (MC {:.3f})", k,
+                        mc >= 0 ? 3 : 4, q.q3, k, f, q.iqr, mc)};
+  }
   if (rule == "mad") {
     const double med = quartiles_cpu(x.data(), int64_t(x.size())).median;
     std::vector<double> dev(x.size());
@@ -148,7 +199,7 @@ RejectionThreshold rejection_threshold(const std::vector<double>& x, const std::
                             "{:.3g}, upper weight {:.3f}, D {:.2f})",
                             hi, m.mean[0], m.sd[0], m.mean[1], m.sd[1], m.weight[1], ashman)};
   }
-  throw InputError(fmt::format("rejection: unknown rule '{}' (valid: iqr, mad, gmm)", rule));
+  throw InputError(fmt::format("rejection: unknown rule '{}' (valid: iqr, adjusted, mad, gmm)", rule));
 }
 
 }  // namespace mirad

@@ -187,3 +187,27 @@ TEST(Rejection, MixtureFallsBackOnOneCluster) {
   EXPECT_NEAR(m.mean[1], 6.0, 0.2);
   EXPECT_NEAR(m.weight[1], 0.3, 0.03);
 }
+
+// The medcouple by hand (pairs x_i <= 3.5 <= x_j of {1, 2, 3, 4, 8, 20}: the nine kernel values
+// -2/3, -1/2, 0, 2/7, 1/2, 14/19, 4/5, 5/6, 16/17 have median 1/2), its symmetries, and the
+// exponential distribution's population value 1/3 (Brys, Hubert & Struyf 2004).
+TEST(Rejection, MedcoupleByHandAndOnTheExponential) {
+  const std::vector<double> x = {20, 1, 4, 3, 8, 2};
+  EXPECT_DOUBLE_EQ(medcouple(x), 0.5);
+  std::vector<double> neg, affine;
+  for (double v : x) neg.push_back(-v), affine.push_back(3 * v - 7);
+  EXPECT_DOUBLE_EQ(medcouple(neg), -0.5);
+  EXPECT_NEAR(medcouple(affine), 0.5, 1e-15);
+  EXPECT_DOUBLE_EQ(medcouple({1, 2, 3, 4, 5}), 0.0);
+  // Ties at the median count by position, not as a block of zeros or ones.
+  EXPECT_DOUBLE_EQ(medcouple(std::vector<double>(9, 2.0)), 0.0);
+  // Above 4096 values the order-statistic subsample keeps the shape.
+  for (int n : {3001, 20001}) {
+    std::vector<double> e;
+    for (int i = 0; i < n; ++i) e.push_back(-std::log(1.0 - (i + 0.5) / n));
+    EXPECT_NEAR(medcouple(e), 1.0 / 3.0, 3e-3) << n;
+  }
+  // The adjusted fence: Q3 + 1.5 * exp(3 * 0.5) * IQR with numpy's quartiles 2.25 and 7.
+  const auto t = rejection_threshold(x, "adjusted", 1.5);
+  EXPECT_NEAR(t.tau, 7 + 1.5 * std::exp(1.5) * 4.75, 1e-12) << t.detail;
+}
