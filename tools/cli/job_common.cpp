@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 
 #include "engine/error.h"
@@ -237,6 +238,19 @@ void create_parent_folders(const fs::path& path, const std::string& option) {
   fs::create_directories(parent, ec);
   CHECK_INPUT(!ec, "{} {}: cannot create the folder {} ({})", option, printable(path.string()),
               printable(parent.string()), ec.message());
+}
+
+void check_writable_folder(const fs::path& dir, const std::string& option) {
+  std::error_code ec;
+  fs::path p = fs::absolute(dir, ec).lexically_normal();
+  if (!p.has_filename()) p = p.parent_path();
+  // The folder itself, or the first ancestor that exists (create_directories makes the rest).
+  while (!fs::exists(fs::symlink_status(p, ec)) && p.has_parent_path() && p != p.parent_path())
+    p = p.parent_path();
+  CHECK_INPUT(fs::is_directory(p, ec), "{} {}: {} is not a folder", option,
+              printable(dir.string()), printable(p.string()));
+  CHECK_INPUT(::access(p.c_str(), W_OK | X_OK) == 0, "{} {}: cannot write into {} ({})", option,
+              printable(dir.string()), printable(p.string()), std::strerror(errno));
 }
 
 std::vector<std::string> contaminated_paths(const LoadedData& d) {

@@ -72,6 +72,11 @@ void refuse_overlapping_outputs(const std::vector<std::pair<std::string, std::st
 // stage), or InputError naming the option and the system's reason ("Permission denied").
 void create_parent_folders(const std::filesystem::path& path, const std::string& option);
 
+// InputError unless `dir` is a folder this process can write into, or could be created (its
+// nearest existing ancestor is a writable folder): for folders written only late in a run
+// (--checkpoint, after the first round), checked before any work, with the system's reason.
+void check_writable_folder(const std::filesystem::path& dir, const std::string& option);
+
 // Truly contaminated training images (from the manifest), as canonical path strings.
 std::vector<std::string> contaminated_paths(const LoadedData& d);
 std::string path_key(const std::filesystem::path& p);

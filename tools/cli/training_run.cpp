@@ -58,7 +58,10 @@ TrainingRun run_training(const TrainingRequest& req) {
   if (!req.keep_list.empty()) inputs.push_back(req.keep_list);
   if (!req.reject_list.empty()) inputs.push_back(req.reject_list);
   for (const auto& out : req.outputs) refuse_overwriting_inputs(out, inputs);
-  if (!req.run.checkpoint.empty()) refuse_overwriting_inputs(req.run.checkpoint, inputs);
+  if (!req.run.checkpoint.empty()) {
+    refuse_overwriting_inputs(req.run.checkpoint, inputs);
+    check_writable_folder(req.run.checkpoint, "--checkpoint");  // else it fails after round 1
+  }
   if (req.prepare_outputs) req.prepare_outputs();
   apply_thread_budget(req.run.threads);
   TrainJob job;
