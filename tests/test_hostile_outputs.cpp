@@ -96,7 +96,8 @@ TEST(HostileOutputs, StaleTemporariesOfKilledRunsAreRemoved) {
   save_detector(tmp / "m", fuzz::tiny_model());
   std::vector<std::string> left = hidden_entries(tmp.path());
   std::sort(left.begin(), left.end());
-  EXPECT_EQ(left, (std::vector<std::string>{".m.mirad-abcdef", ".m.mirad-mine", ".other.mirad-abcdef"}));
+  EXPECT_EQ(left, (std::vector<std::string>{".m.mirad-abcdef", ".m.mirad-mine",
+                                            ".other.mirad-abcdef"}));
   EXPECT_NO_THROW(load_detector(tmp / "m"));
 }
 

@@ -23,7 +23,9 @@ namespace {
 // "anomalous". Said on stderr, since the run itself did nothing wrong.
 void warn_on_flat_scores(const TrainResult& r) {
   const DetectorModel& m = r.model;
-  auto flat = [](double iqr, double median) { return !(iqr > 1e-6 * std::max(1.0, std::abs(median))); };
+  auto flat = [](double iqr, double median) {
+    return !(iqr > 1e-6 * std::max(1.0, std::abs(median)));
+  };
   std::vector<std::string> which;
   for (size_t t = 0; t < m.taps.size() && t < m.stats.taps.size(); ++t)
     if (flat(m.stats.taps[t].iqr, m.stats.taps[t].median)) which.push_back("tap " + m.taps[t].name);
