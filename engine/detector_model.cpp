@@ -14,6 +14,7 @@
 #include "engine/file_io.h"
 #include "engine/json_fields.h"
 #include "engine/json_io.h"
+#include "engine/output_dir.h"
 #include "engine/safetensors.h"
 #include "engine/sha256.h"
 
@@ -106,14 +107,6 @@ bool is_mirad_model(const fs::path& dir) {
   }
 }
 
-void fsync_path(const fs::path& p) {
-  const int fd = ::open(p.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
 }  // namespace
 
 std::vector<Grid> DetectorModel::grids() const {
@@ -122,67 +115,56 @@ std::vector<Grid> DetectorModel::grids() const {
   return g;
 }
 
+OutputKind model_output_kind() {
+  return {"a mirad model folder", is_mirad_model, [](const fs::path& rel, bool is_dir) {
+            return !is_dir && (rel == "config.json" || rel == "flow.safetensors");
+          }};
+}
+
 void check_model_output(const fs::path& dir) {
   CHECK_INPUT(!dir.empty(), "model: empty output path");
   std::error_code ec;
   const fs::path target = fs::absolute(dir, ec);
-  CHECK_INPUT(!fs::exists(fs::symlink_status(target, ec)) || is_mirad_model(target),
-              "model: {} exists and is not a mirad model folder; refusing to replace it",
-              target.string());
-  CHECK_INPUT(fs::is_directory(target.parent_path(), ec), "model: folder {} does not exist",
-              target.parent_path().string());
+  check_replaceable(target, model_output_kind(), "model:");
+  const fs::path parent = target.parent_path();
+  struct stat st {};
+  CHECK_INPUT(::stat(parent.c_str(), &st) == 0, "model: cannot write into the folder {} ({})",
+              parent.string(), std::strerror(errno));
+  CHECK_INPUT(S_ISDIR(st.st_mode), "model: {} is not a folder", parent.string());
+  // Writable? As the process itself (root passes this test; its writes succeed, too).
+  CHECK_INPUT(::access(parent.c_str(), W_OK | X_OK) == 0,
+              "model: cannot write into the folder {} ({})", parent.string(),
+              std::strerror(errno));
+}
+
+void write_detector_files(const fs::path& dir, const DetectorModel& m) {
+  CHECK_INPUT(m.taps.size() == m.stats.taps.size() && !m.taps.empty(),
+              "model: {} taps but {} tap statistics", m.taps.size(), m.stats.taps.size());
+  std::map<std::string, HostTensor> tensors;
+  for (size_t t = 0; t < m.taps.size(); ++t) {
+    const TapParams& p = m.taps[t].params;
+    const int64_t n = FlowLayout(p.flow).n_params;
+    CHECK_INPUT(int64_t(p.theta.size()) == n && int64_t(p.theta0.size()) == n,
+                "model: tap {} has {} / {} parameters, its flow {}", t, p.theta.size(),
+                p.theta0.size(), n);
+    tensors[fmt::format("tap{}.theta", t)] = HostTensor{{n}, p.theta};
+    tensors[fmt::format("tap{}.theta0", t)] = HostTensor{{n}, p.theta0};
+  }
+  const auto bytes = serialize_safetensors(tensors, {{"format", kFormat}});
+  write_file_atomic(dir / "flow.safetensors", bytes);
+  const auto doc = model_json(m, sha256_hex(bytes));
+  write_file_atomic(dir / "config.json", doc.dump(1) + "\n");
 }
 
 void save_detector(const fs::path& dir, const DetectorModel& m) {
   CHECK_INPUT(!dir.empty(), "model: empty output path");
   CHECK_INPUT(m.taps.size() == m.stats.taps.size() && !m.taps.empty(),
               "model: {} taps but {} tap statistics", m.taps.size(), m.stats.taps.size());
-  std::error_code ec;
-  const fs::path target = fs::absolute(dir, ec);
-  const bool exists = fs::exists(fs::symlink_status(target, ec));
-  CHECK_INPUT(!exists || is_mirad_model(target),
-              "model: {} exists and is not a mirad model folder; refusing to replace it",
-              target.string());
-  const fs::path parent = target.parent_path();
-  CHECK_INPUT(fs::is_directory(parent, ec), "model: folder {} does not exist", parent.string());
-  std::string name = ".";  // appended, not "." + s: GCC 12 warns falsely (-Wrestrict) on that
-  name += target.filename().string();
-  name += ".XXXXXX";
-  std::string tmpl = (parent / name).string();
-  CHECK_INPUT(::mkdtemp(tmpl.data()) != nullptr, "model: cannot create a folder in {}: {}",
-              parent.string(), std::strerror(errno));
-  const fs::path tmp(tmpl);
-  try {
-    std::map<std::string, HostTensor> tensors;
-    for (size_t t = 0; t < m.taps.size(); ++t) {
-      const TapParams& p = m.taps[t].params;
-      const int64_t n = FlowLayout(p.flow).n_params;
-      CHECK_INPUT(int64_t(p.theta.size()) == n && int64_t(p.theta0.size()) == n,
-                  "model: tap {} has {} / {} parameters, its flow {}", t, p.theta.size(),
-                  p.theta0.size(), n);
-      tensors[fmt::format("tap{}.theta", t)] = HostTensor{{n}, p.theta};
-      tensors[fmt::format("tap{}.theta0", t)] = HostTensor{{n}, p.theta0};
-    }
-    const auto bytes = serialize_safetensors(tensors, {{"format", kFormat}});
-    write_file_atomic(tmp / "flow.safetensors", bytes);
-    const auto doc = model_json(m, sha256_hex(bytes));
-    write_file_atomic(tmp / "config.json", doc.dump(1) + "\n");
-    ::chmod(tmp.c_str(), 0755);
-    fsync_path(tmp);
-    if (!exists) {
-      CHECK_INPUT(::rename(tmp.c_str(), target.c_str()) == 0, "model: cannot rename into {}: {}",
-                  target.string(), std::strerror(errno));
-    } else {
-      // Swap the new folder in, then drop the old one: readers never see a mix.
-      CHECK_INPUT(::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, target.c_str(), RENAME_EXCHANGE) == 0,
-                  "model: cannot replace {}: {}", target.string(), std::strerror(errno));
-      fs::remove_all(tmp, ec);
-    }
-    fsync_path(parent);
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
+  // Built in a hidden folder beside the target, then swapped in: a reader sees the old model
+  // or the new one, never a mix, and a kill leaves only a temporary that the next run removes.
+  StagedDir staged(dir, model_output_kind(), "model:");
+  write_detector_files(staged.path(), m);
+  staged.commit();
 }
 
 DetectorModel load_detector(const fs::path& dir) {
@@ -219,7 +201,12 @@ DetectorModel load_detector(const fs::path& dir) {
     CHECK_INPUT(b.contains("mean") && b.contains("std"), "model: {} backbone lacks mean/std", where);
     const auto mean = numbers(b.at("mean"), where + ": backbone.mean", 3);
     const auto sd = numbers(b.at("std"), where + ": backbone.std", 3);
-    for (int c = 0; c < 3; ++c) m.backbone.mean[c] = mean[c], m.backbone.std[c] = sd[c];
+    for (int c = 0; c < 3; ++c) {
+      // Inputs are divided by it: a 0 would make every image's features Inf and fail it.
+      CHECK_INPUT(sd[c] > 0, "model: {} backbone.std[{}] is {}; each std must be > 0", where, c,
+                  sd[c]);
+      m.backbone.mean[c] = mean[c], m.backbone.std[c] = sd[c];
+    }
   }
   const auto& taps = j.at("taps");
   CHECK_INPUT(taps.is_array() && !taps.empty() && taps.size() <= 64,

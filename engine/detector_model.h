@@ -15,6 +15,7 @@
 
 #include "engine/detector_config.h"
 #include "engine/flow_config.h"
+#include "engine/output_dir.h"
 #include "engine/patch_bank.h"
 #include "engine/refinement.h"
 #include "engine/scoring.h"
@@ -60,12 +61,19 @@ struct DetectorModel {
 };
 
 // Writes <dir>/config.json and <dir>/flow.safetensors into a fresh sibling folder, then renames
-// it into place: a reader sees the old model or the new one, never a mix. An existing <dir>
-// is replaced only when it is a mirad model (its config.json says so); anything else is refused.
+// it into place (engine/output_dir.h): a reader sees the old model or the new one, never a mix.
+// An existing <dir> is replaced only when it is a mirad model (its config.json says so) holding
+// nothing else; anything else is refused, naming the files that would be lost.
 void save_detector(const std::filesystem::path& dir, const DetectorModel& model);
 // What save_detector will refuse, checked up front (before hours of training): an empty path,
-// a missing parent folder, an existing path that is not a mirad model folder.
+// a missing or unwritable parent folder (with the system's reason), an existing path that is
+// not a mirad model folder or holds other files.
 void check_model_output(const std::filesystem::path& dir);
+// The two files of a model, written into the existing folder `dir` (a StagedDir's, which the
+// caller commits): for subcommands that stage the folder before their work.
+void write_detector_files(const std::filesystem::path& dir, const DetectorModel& model);
+// What a model folder holds, for outputs that contain one (clean's model/).
+OutputKind model_output_kind();
 // InputError naming the folder and the problem: missing files, another format or schema
 // version, unknown keys, a flow file whose sha256 differs from the one recorded, tensors that
 // do not fit the recorded flows, non-finite parameters.

@@ -112,10 +112,19 @@ class Driver {
   }
 
   std::vector<TrainOutcome> run(const std::vector<TrainSpec>& specs) {
-    for (const TrainSpec& sp : specs)
+    for (const TrainSpec& sp : specs) {
+      // Cross-fit puts identical images into one fold (so that no copy vouches for another):
+      // a set of copies leaves the other folds' detectors nothing to train on, whatever the
+      // number of folds, and only in-sample scoring can help.
+      CHECK_INPUT(sp.images.size() >= 2 || sp.phase.find("fold") == std::string::npos,
+                  "refinement: {} has {} training images; at least 2 are needed. Cross-fit "
+                  "keeps identical images in one fold, so a set of (nearly all) copies of one "
+                  "image cannot be cross-fit: use --set refine.scoring=in_sample; otherwise "
+                  "fewer folds or more images", sp.phase, sp.images.size());
       CHECK_INPUT(sp.images.size() >= 2,
-                  "refinement: {} has {} training images; at least 2 are needed (fewer folds, "
-                  "a larger min_keep, or more images)", sp.phase, sp.images.size());
+                  "refinement: {} has {} training images; at least 2 are needed (a larger "
+                  "min_keep, or more images)", sp.phase, sp.images.size());
+    }
     const size_t T = m_banks.size();
     std::vector<TrainOutcome> out(specs.size());
     for (auto& o : out) {

@@ -321,6 +321,9 @@ std::map<std::string, std::string> features_metadata(const Features& f,
 
 TrainResult run_train_job(const TrainJob& job, const JobProgress& progress) {
   CHECK_INPUT(!job.images.empty(), "the training set is empty");
+  // Said before the features: "only 1 of 1 could be decoded" would blame an image that is fine.
+  CHECK_INPUT(job.images.size() >= 2, "the training set has {} image; at least 2 are needed",
+              job.images.size());
   for (const auto& p : job.images) require_utf8_path(p, "training image");
   const Device device = parse_device(job.config.device);
   // A person's review, matched by path.
@@ -352,8 +355,8 @@ TrainResult run_train_job(const TrainJob& job, const JobProgress& progress) {
   res.feature_seconds = f.seconds;
   res.features_from_file = f.from_file;
   res.skipped = f.failures;
-  CHECK_INPUT(f.usable.size() >= 2, "only {} of {} training images could be decoded",
-              f.usable.size(), job.images.size());
+  CHECK_INPUT(f.usable.size() >= 2, "only {} of {} training images could be decoded; at least "
+              "2 are needed", f.usable.size(), job.images.size());
   std::map<int64_t, int64_t> bank_of;
   for (size_t b = 0; b < f.usable.size(); ++b) {
     bank_of[f.usable[b]] = int64_t(b);

@@ -107,8 +107,8 @@ void check_size(std::string_view name, uint64_t width, uint64_t height, uint64_t
   CHECK_INPUT(width > 0 && height > 0, "{}: zero-size image ({}x{})", name, width, height);
   // Both factors are below 2^32, so the product cannot overflow 64 bits.
   CHECK_INPUT(width * height <= max_pixels,
-              "{}: image is {}x{} = {} pixels, above the limit of {} (possible decompression "
-              "bomb; raise DecodeOptions::max_pixels if the file is trusted)",
+              "{}: image is {}x{} = {} pixels, above the limit of {} pixels per image "
+              "(possible decompression bomb; no mirad option raises it: downscale the image)",
               name, width, height, width * height, max_pixels);
 }
 

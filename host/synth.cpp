@@ -18,6 +18,7 @@
 
 #include "engine/error.h"
 #include "engine/file_io.h"
+#include "engine/output_dir.h"
 #include "host/dataset.h"
 #include "host/resize.h"
 #include "host/synth_internal.h"
@@ -108,66 +109,24 @@ int digits_for(int n) {
   return d;
 }
 
-// Refuses, before any work, a category folder in the way that an earlier synth run did not
-// write (no synth.json): it is left alone. Ours, or an empty one, is replaced at the end.
-void check_category_dir(const fs::path& dir) {
-  std::error_code ec;
-  if (!fs::exists(dir, ec)) return;
-  CHECK_INPUT(fs::is_directory(dir, ec), "{}: exists and is not a folder", dir.string());
-  if (fs::exists(dir / "synth.json", ec)) return;
-  CHECK_INPUT(fs::is_empty(dir, ec),
-              "{}: folder exists, is not empty and was not written by mirad synth (no "
-              "synth.json); refusing to overwrite it",
-              dir.string());
-}
-
-// A fresh hidden folder beside `dir` ("<out>/.<name>.<tag>-XXXXXX"): a category is built in
-// one and renamed into place complete, so a failed run (a full disk) leaves no half category
-// that its own rerun would refuse as foreign.
-fs::path make_temp_dir(const fs::path& dir, const char* tag) {
-  std::string name = ".";  // appended, not "." + s: GCC 12 warns falsely (-Wrestrict) on that
-  name += dir.filename().string();
-  name += fmt::format(".{}-XXXXXX", tag);
-  std::string tmpl = (dir.parent_path() / name).string();
-  CHECK_INPUT(::mkdtemp(tmpl.data()) != nullptr, "{}: cannot create a folder in {} ({})",
-              dir.string(), dir.parent_path().string(), std::strerror(errno));
-  // mkdtemp makes it 0700; the category it becomes is an ordinary folder, as the umask allows.
-  const mode_t mask = ::umask(0);
-  ::umask(mask);
-  ::chmod(tmpl.c_str(), 0777 & ~mask);
-  return tmpl;
+// A category folder is ours as a whole when an earlier synth run wrote its synth.json; a
+// non-empty folder without one is a person's, refused before any work and left alone. Ours, or
+// an empty one, is replaced at the end through engine/output_dir.h's staged folder (built
+// beside it, renamed into place complete: a failed run, a full disk, leaves no half category
+// that its own rerun would refuse as foreign).
+OutputKind category_kind() {
+  return {"a category written by mirad synth (synth.json)",
+          [](const fs::path& dir) {
+            std::error_code ec;
+            return fs::exists(dir / "synth.json", ec);
+          },
+          [](const fs::path&, bool) { return true; }};
 }
 
 void create_dirs(const fs::path& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   CHECK_INPUT(!ec, "{}: cannot create the folder ({})", dir.string(), ec.message());
-}
-
-// Puts the finished `work` folder at `dir`. An empty folder there is replaced by the rename
-// itself; an earlier run's folder is first moved aside, then deleted, so that `dir` always
-// holds one complete category.
-void install_category(const fs::path& work, const fs::path& dir) {
-  std::error_code ec;
-  fs::path old;
-  if (fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
-    old = make_temp_dir(dir, "old");
-    fs::rename(dir, old, ec);  // over the empty folder mkdtemp made
-    if (ec) {
-      const std::string why = ec.message();
-      fs::remove(old, ec);
-      throw InputError(
-          fmt::format("{}: cannot move the earlier run's folder aside ({})", dir.string(), why));
-    }
-  }
-  fs::rename(work, dir, ec);
-  if (ec) {
-    const std::string why = ec.message();
-    if (!old.empty()) fs::rename(old, dir, ec);  // put the earlier run back
-    throw InputError(
-        fmt::format("{}: cannot move the finished category into place ({})", dir.string(), why));
-  }
-  if (!old.empty()) fs::remove_all(old, ec);
 }
 
 struct Job {
@@ -274,7 +233,7 @@ SynthSummary generate(const SynthOptions& opt, ThreadPool& pool, const ProgressF
     for (const auto& s : category_specs()) names.push_back(s.name);
   // Everything that can refuse the output folder does so before the first image: a foreign
   // category folder, and an --out that cannot be created (/proc/x) or written (read-only).
-  for (const auto& name : names) check_category_dir(opt.out / name);
+  for (const auto& name : names) check_replaceable(opt.out / name, category_kind(), "--out");
   create_dirs(opt.out);
   CHECK_INPUT(::access(opt.out.c_str(), W_OK) == 0, "--out: cannot write into {} ({})",
               opt.out.string(), std::strerror(errno));
@@ -319,8 +278,9 @@ SynthSummary generate(const SynthOptions& opt, ThreadPool& pool, const ProgressF
         for (const auto& t : library[j]) ctx.donors.push_back(&t);
 
     const fs::path dir = opt.out / name;
-    const fs::path work = make_temp_dir(dir, "partial");
-    try {
+    StagedDir staged(dir, category_kind(), "--out");
+    const fs::path work = staged.path();
+    {
       const uint64_t category_seed = derive_seed(opt.seed, name);
       std::vector<Job> jobs;
       auto add_jobs = [&](const std::string& split, const DefectType* defect, int count) {
@@ -386,12 +346,8 @@ SynthSummary generate(const SynthOptions& opt, ThreadPool& pool, const ProgressF
                              {"images", records}};
       write_file_atomic(work / "synth.json", manifest.dump(1) + "\n");
       if (opt.contact_sheet) write_contact_sheet(work);
-      install_category(work, dir);
-    } catch (...) {
-      std::error_code ec;
-      fs::remove_all(work, ec);  // frees the space a full disk needs back
-      throw;
-    }
+      staged.commit();
+    }  // on an error, ~StagedDir removes the unfinished folder: frees what a full disk needs
 
     CategoryResult r;
     r.name = name;

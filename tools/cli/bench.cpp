@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <random>
@@ -326,7 +327,8 @@ int run_bench(const BenchOptions& o) {
   const int threads = apply_thread_budget(o.threads);
   if (!o.out.empty()) check_output_file(o.out);
   std::string tmpl = (fs::temp_directory_path() / "mirad_bench_XXXXXX").string();
-  CHECK_INPUT(::mkdtemp(tmpl.data()) != nullptr, "bench: cannot create a temporary folder");
+  CHECK_INPUT(::mkdtemp(tmpl.data()) != nullptr, "bench: cannot create a temporary folder {} "
+              "({})", tmpl, std::strerror(errno));
   const fs::path tmp(tmpl);
   json report = {{"device", device_name(dev)}, {"threads", threads}};
   auto phase = [&](const char* name, auto&& fn) {

@@ -9,6 +9,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "engine/error.h"
 #include "engine/file_io.h"
 #include "engine/json_io.h"
 #include "host/contamination.h"
@@ -43,9 +44,26 @@ void require_utf8_items(const std::vector<Item>& items) {
   }
 }
 
+// An existing --manifest file is replaced only when it is one of ours: a model's config.json
+// or any other JSON there is a person's file, not a manifest to regenerate.
+void refuse_replacing_other_files(const std::filesystem::path& manifest) {
+  std::error_code ec;
+  if (!std::filesystem::exists(std::filesystem::symlink_status(manifest, ec))) return;
+  bool ours = false;
+  try {
+    const auto j = read_json_file(manifest, uint64_t(64) << 20);
+    ours = j.is_object() && j.value("schema", "") == "mirad.contamination";
+  } catch (const std::exception&) {
+  }
+  CHECK_INPUT(ours, "--manifest {}: exists and is not a contamination manifest (no \"schema\": "
+              "\"mirad.contamination\"); refusing to replace it: choose another file name",
+              printable(manifest.string()));
+}
+
 int run(const Options& o) {
   if (!o.manifest.empty()) {
     check_output(o.manifest, {o.root});
+    refuse_replacing_other_files(o.manifest);
     require_utf8_path(o.manifest, "--manifest");
   }
   ThreadPool pool;

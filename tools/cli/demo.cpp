@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <set>
 
@@ -61,10 +62,13 @@ int run_demo(const DemoOptions& o) {
     work.path = o.keep, work.keep = true;
     std::error_code ec;
     fs::create_directories(work.path, ec);
-    CHECK_INPUT(fs::is_directory(work.path, ec), "--keep {}: cannot create the folder", o.keep);
+    std::error_code dir_ec;
+    CHECK_INPUT(fs::is_directory(work.path, dir_ec), "--keep {}: cannot create the folder ({})",
+                o.keep, ec ? ec.message() : std::string("not a folder"));
   } else {
     std::string tmpl = (fs::temp_directory_path() / "mirad_demo_XXXXXX").string();
-    CHECK_INPUT(::mkdtemp(tmpl.data()) != nullptr, "demo: cannot create a temporary folder");
+    CHECK_INPUT(::mkdtemp(tmpl.data()) != nullptr, "demo: cannot create a temporary folder {} "
+                "({})", tmpl, std::strerror(errno));
     work.path = tmpl;
   }
   const int cores = apply_thread_budget(o.threads);

@@ -2,6 +2,8 @@
 // [N, C, H, W] tensor per tap, with the image list and settings in the file's metadata.
 #include "tools/cli/embed.h"
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <charconv>
 #include <chrono>
@@ -85,6 +87,35 @@ InputSize parse_size(const std::string& text, const std::vector<std::filesystem:
   return {number(text.substr(0, x)), number(text.substr(x + 1))};
 }
 
+// An existing --out file is replaced only when it is a features file of ours (its safetensors
+// metadata says "format": "mirad-features"): a model's flow.safetensors or a backbone's weights
+// are not. Only the header is read (a features file can be gigabytes).
+void refuse_replacing_other_files(const std::filesystem::path& out) {
+  std::error_code ec;
+  if (!std::filesystem::exists(std::filesystem::symlink_status(out, ec))) return;
+  bool ours = false;
+  try {
+    const int fd = open_regular_file(out);
+    std::string header;
+    uint8_t len[8];
+    if (::pread(fd, len, 8, 0) == 8) {
+      uint64_t n = 0;
+      for (int i = 7; i >= 0; --i) n = (n << 8) | len[i];
+      if (n <= kMaxSafetensorsHeaderBytes) {
+        header.resize(n);
+        if (::pread(fd, header.data(), n, 8) != ssize_t(n)) header.clear();
+      }
+    }
+    ::close(fd);
+    const auto j = parse_json_bounded(header, out.string());
+    ours = j.is_object() && j.contains("__metadata__") && j["__metadata__"].is_object() &&
+           j["__metadata__"].value("format", "") == "mirad-features";
+  } catch (const std::exception&) {
+  }
+  CHECK_INPUT(ours, "--out {}: exists and is not a mirad features file (mirad embed's); "
+              "refusing to replace it: choose another file name", printable(out.string()));
+}
+
 }  // namespace
 
 int run_embed(const EmbedOptions& opt) {
@@ -110,6 +141,7 @@ int run_embed(const EmbedOptions& opt) {
   std::vector<std::filesystem::path> protected_paths = inputs;
   protected_paths.push_back(backbone_dir);
   check_output(opt.out, protected_paths);
+  refuse_replacing_other_files(opt.out);
   require_utf8_path(opt.out, "--out");
   require_utf8_path(backbone_dir, "--backbone");
   for (const auto& p : images) require_utf8_path(p, "embed");

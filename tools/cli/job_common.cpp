@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 
 #include "engine/error.h"
@@ -206,6 +207,50 @@ JobProgress JobBar::callback() {
     std::fflush(stderr);
     st->drawn = true;
   };
+}
+
+void refuse_overlapping_outputs(const std::vector<std::pair<std::string, std::string>>& outputs) {
+  std::vector<std::pair<std::string, fs::path>> canon;
+  for (const auto& [option, path] : outputs)
+    if (!path.empty())
+      canon.push_back({option + " " + printable(path),
+                       fs::path(path_key(path)).lexically_normal() / ""});  // "x" == "x/"
+  auto inside = [](const fs::path& a, const fs::path& b) {  // a within b (or equal)
+    const fs::path rel = a.lexically_relative(b);
+    return !rel.empty() && *rel.begin() != "..";
+  };
+  for (size_t i = 0; i < canon.size(); ++i)
+    for (size_t j = i + 1; j < canon.size(); ++j) {
+      const auto& [a, pa] = canon[i];
+      const auto& [b, pb] = canon[j];
+      CHECK_INPUT(pa != pb, "{} and {} are the same path: give each its own", a, b);
+      CHECK_INPUT(!inside(pa, pb) && !inside(pb, pa),
+                  "{} and {}: one lies inside the other; give separate folders", a, b);
+    }
+}
+
+void create_parent_folders(const fs::path& path, const std::string& option) {
+  std::error_code ec;
+  fs::path target = fs::absolute(path, ec).lexically_normal();
+  if (!target.has_filename()) target = target.parent_path();  // "out/" names "out"
+  const fs::path parent = target.parent_path();
+  if (fs::is_directory(parent, ec)) return;
+  fs::create_directories(parent, ec);
+  CHECK_INPUT(!ec, "{} {}: cannot create the folder {} ({})", option, printable(path.string()),
+              printable(parent.string()), ec.message());
+}
+
+void check_writable_folder(const fs::path& dir, const std::string& option) {
+  std::error_code ec;
+  fs::path p = fs::absolute(dir, ec).lexically_normal();
+  if (!p.has_filename()) p = p.parent_path();
+  // The folder itself, or the first ancestor that exists (create_directories makes the rest).
+  while (!fs::exists(fs::symlink_status(p, ec)) && p.has_parent_path() && p != p.parent_path())
+    p = p.parent_path();
+  CHECK_INPUT(fs::is_directory(p, ec), "{} {}: {} is not a folder", option,
+              printable(dir.string()), printable(p.string()));
+  CHECK_INPUT(::access(p.c_str(), W_OK | X_OK) == 0, "{} {}: cannot write into {} ({})", option,
+              printable(dir.string()), printable(p.string()), std::strerror(errno));
 }
 
 std::vector<std::string> contaminated_paths(const LoadedData& d) {

@@ -63,6 +63,20 @@ class JobBar {
   std::shared_ptr<State> m_state;
 };
 
+// InputError when two of the (option, path) outputs are one path or one lies inside the other:
+// `--checkpoint X --out X` would have the end of the run replace (or delete) the other's files.
+// Empty paths are skipped. Checked before any work.
+void refuse_overlapping_outputs(const std::vector<std::pair<std::string, std::string>>& outputs);
+
+// Creates the missing parent folders of `path` (an output folder a subcommand is about to
+// stage), or InputError naming the option and the system's reason ("Permission denied").
+void create_parent_folders(const std::filesystem::path& path, const std::string& option);
+
+// InputError unless `dir` is a folder this process can write into, or could be created (its
+// nearest existing ancestor is a writable folder): for folders written only late in a run
+// (--checkpoint, after the first round), checked before any work, with the system's reason.
+void check_writable_folder(const std::filesystem::path& dir, const std::string& option);
+
 // Truly contaminated training images (from the manifest), as canonical path strings.
 std::vector<std::string> contaminated_paths(const LoadedData& d);
 std::string path_key(const std::filesystem::path& p);

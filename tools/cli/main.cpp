@@ -39,7 +39,9 @@ int main(int argc, char** argv) {
                    known.c_str());
       return 2;
     }
-    return app.exit(e);
+    // CLI11 prints its message and returns its own code (105 ValidationError, 106 Required,
+    // 109 Extras...); like every other usage error here, those exit 2. --help stays 0.
+    return app.exit(e) == 0 ? 0 : 2;
   } catch (const mirad::InputError& e) {
     std::fprintf(stderr, "mirad: error: %s\n", e.what());
     return 2;

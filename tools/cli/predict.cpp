@@ -5,12 +5,14 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <optional>
 
 #include "engine/device.h"
 #include "engine/error.h"
 #include "kernels/vec_math.h"
 #include "engine/file_io.h"
 #include "engine/json_io.h"
+#include "engine/output_dir.h"
 #include "host/evaluation.h"
 #include "host/feature_extractor.h"
 #include "host/heatmap.h"
@@ -47,18 +49,48 @@ std::string csv_field(const std::string& s) {
   return q + "\"";
 }
 
+// predict --out: predictions.json (its marker), predictions.csv and maps/*.png.
+OutputKind predict_output_kind() {
+  auto is_ours = [](const fs::path& dir) {
+    try {
+      const auto j = read_json_file(dir / "predictions.json", uint64_t(1) << 30);
+      return j.is_object() && j.value("command", "") == "predict";
+    } catch (const std::exception&) {
+      return false;
+    }
+  };
+  auto owns = [](const fs::path& rel, bool is_dir) {
+    if (rel == "maps") return is_dir;
+    if (rel.parent_path() == "maps") return !is_dir && rel.extension() == ".png";
+    return !is_dir && (rel == "predictions.csv" || rel == "predictions.json");
+  };
+  return {"a mirad predict output (predictions.json)", is_ours, owns};
+}
+
+// Every name that goes into JSON output must be UTF-8 (nlohmann's dump() throws on others):
+// checked before any work, naming the file, as train and embed do.
+void require_utf8_for_json(const std::vector<fs::path>& paths, const char* what) {
+  for (const auto& p : paths) require_utf8_path(p, what);
+}
+
+// A message for JSON: as it is when it is UTF-8 (it may quote a file's bytes otherwise).
+std::string json_text(const std::string& s) { return is_valid_utf8(s) ? s : printable(s); }
+
 int run_predict(const PredictOptions& o) {
   std::vector<fs::path> inputs(o.images.begin(), o.images.end());
   const auto images = collect_images(inputs);
   inputs.push_back(o.model);
-  const fs::path out(o.out);
-  std::error_code ec;
+  if (o.json || !o.out.empty()) {
+    require_utf8_path(o.model, "--model");
+    require_utf8_for_json(images, "predict");
+  }
+  std::optional<StagedDir> staged;
   if (!o.out.empty()) {
-    CHECK_INPUT(!fs::exists(out, ec) || fs::is_directory(out, ec),
-                "--out {} exists and is not a folder", printable(o.out));
-    refuse_overwriting_inputs(out, inputs);
-    if (fs::is_directory(out, ec))
-      for (const char* f : {"predictions.csv", "predictions.json"}) check_output_file(out / f);
+    refuse_overwriting_inputs(o.out, inputs);
+    // Built whole in a hidden folder beside --out and swapped in at the end: a rerun replaces
+    // maps/ as a whole, and a kill leaves no half output.
+    create_parent_folders(o.out, "--out");
+    staged.emplace(o.out, predict_output_kind(), "--out");
   }
   DetectorModel model = load_detector(o.model);
   const Device device = parse_device(o.device.empty() ? model.config.device : o.device);
@@ -71,17 +103,18 @@ int run_predict(const PredictOptions& o) {
   nlohmann::json list = nlohmann::json::array();
   std::string csv = "path,score,anomalous,threshold\n";
   int64_t anomalous = 0, failed = 0;
+  std::error_code ec;
   for (size_t i = 0; i < preds.size(); ++i) {
     const Prediction& p = preds[i];
     nlohmann::json e = {{"path", p.path.string()}, {"score", num(p.score)},
                         {"anomalous", p.anomalous}};
-    if (!p.error.empty()) e["error"] = p.error, ++failed;
+    if (!p.error.empty()) e["error"] = json_text(p.error), ++failed;
     else if (p.anomalous) ++anomalous;
     if (maps && p.error.empty()) {
-      fs::create_directories(out / "maps", ec);
+      fs::create_directories(staged->path() / "maps", ec);
       const std::string name = fmt::format("{:04d}_{}.png", i, p.path.stem().string());
       Image img = decode_image(p.path);
-      encode_png(out / "maps" / name,
+      encode_png(staged->path() / "maps" / name,
                  heatmap_overlay(img, p.map.data(), p.height, p.width, m.stats.map_lo, m.stats.map_hi),
                  false);
       e["heatmap"] = (fs::path("maps") / name).string();
@@ -95,24 +128,36 @@ int run_predict(const PredictOptions& o) {
                         {"threshold", m.threshold}, {"images", preds.size()},
                         {"anomalous", anomalous},   {"failed", failed},
                         {"predictions", list}};
-  if (!o.out.empty()) {
-    fs::create_directories(out, ec);
-    write_file_atomic(out / "predictions.csv", csv);
-    write_file_atomic(out / "predictions.json", doc.dump(1) + "\n");
+  const bool none_scored = failed == int64_t(preds.size());
+  if (staged && !none_scored) {
+    // Serialised before anything is written: predictions.json is there whenever the rest is.
+    const std::string text = doc.dump(1) + "\n";
+    write_file_atomic(staged->path() / "predictions.csv", csv);
+    write_file_atomic(staged->path() / "predictions.json", text);
+    staged->commit();
   }
   if (o.json) {
     std::printf("%s\n", doc.dump(2).c_str());
-    return 0;
+  } else {
+    for (const auto& p : preds) {
+      if (!p.error.empty())
+        std::printf("%-60s error: %s\n", printable(p.path.string()).c_str(),
+                    printable(p.error).c_str());
+      else
+        std::printf("%-60s %9.3f  %s\n", printable(p.path.string()).c_str(), p.score,
+                    p.anomalous ? "ANOMALOUS" : "ok");
+    }
+    if (!none_scored)
+      std::printf("%lld of %zu anomalous (threshold %.3f)%s\n", (long long)anomalous,
+                  preds.size(), m.threshold,
+                  o.out.empty() ? "" : fmt::format("; written to {}", o.out).c_str());
   }
-  for (const auto& p : preds) {
-    if (!p.error.empty())
-      std::printf("%-60s error: %s\n", printable(p.path.string()).c_str(), p.error.c_str());
-    else
-      std::printf("%-60s %9.3f  %s\n", printable(p.path.string()).c_str(), p.score,
-                  p.anomalous ? "ANOMALOUS" : "ok");
+  if (none_scored) {
+    std::fprintf(stderr, "mirad: error: none of the %zu images could be scored (each failed: "
+                 "see its error)%s\n", preds.size(),
+                 o.out.empty() ? "" : "; nothing was written to --out");
+    return 2;
   }
-  std::printf("%lld of %zu anomalous (threshold %.3f)%s\n", (long long)anomalous, preds.size(),
-              m.threshold, o.out.empty() ? "" : fmt::format("; written to {}", o.out).c_str());
   return 0;
 }
 
@@ -136,6 +181,15 @@ int run_eval(const EvalOptions& o) {
   std::vector<fs::path> inputs = d.inputs;
   inputs.push_back(o.model);
   if (!o.out.empty()) check_output(o.out, inputs);
+  if (o.json || !o.out.empty()) {
+    require_utf8_path(o.model, "--model");
+    require_utf8_path(o.data.data, "--data");
+    for (const Item& it : d.dataset.test) {
+      require_utf8_path(it.path, "eval");
+      CHECK_INPUT(is_valid_utf8(it.defect_type), "eval: the defect type {} of {} is not valid "
+                  "UTF-8", printable(it.defect_type), printable(it.path.string()));
+    }
+  }
   std::vector<fs::path> subset;
   if (!o.subset.empty()) subset = read_path_list(o.subset);
   DetectorModel model = load_detector(o.model);
@@ -157,15 +211,35 @@ int run_eval(const EvalOptions& o) {
                         {"test", r.all.to_json()},
                         {"scores", scores},
                         {"seconds", r.seconds}};
+  nlohmann::json skipped = nlohmann::json::array();
+  for (size_t i = 0; i < r.items.size(); ++i)
+    if (!r.predictions[i].error.empty())
+      skipped.push_back({{"path", r.items[i].path.string()},
+                         {"error", json_text(r.predictions[i].error)}});
+  doc["skipped"] = skipped;
   if (r.subset) doc["subset"] = r.subset->to_json();
-  if (!o.out.empty()) write_file_atomic(o.out, doc.dump(1) + "\n");
+  // Nothing scored: every metric would be NaN; an error, not a report.
+  const bool none_scored = r.all.images == 0;
+  if (!o.out.empty() && !none_scored) write_file_atomic(o.out, doc.dump(1) + "\n");
   if (o.json) {
     std::printf("%s\n", doc.dump(2).c_str());
-    return 0;
+  } else {
+    for (size_t i = 0; i < r.items.size(); ++i)
+      if (!r.predictions[i].error.empty())
+        std::printf("skipped (cannot decode): %s: %s\n",
+                    printable(r.items[i].path.string()).c_str(),
+                    printable(r.predictions[i].error).c_str());
+    if (!none_scored) {
+      print_metrics("test split", r.all);
+      if (r.subset) print_metrics("subset", *r.subset);
+      std::printf("threshold %.3f; %.1f s\n", r.threshold, r.seconds);
+    }
   }
-  print_metrics("test split", r.all);
-  if (r.subset) print_metrics("subset", *r.subset);
-  std::printf("threshold %.3f; %.1f s\n", r.threshold, r.seconds);
+  if (none_scored) {
+    std::fprintf(stderr, "mirad: error: none of the %zu test images could be scored (each "
+                 "failed: see the skipped list); no metrics\n", r.items.size());
+    return 2;
+  }
   return 0;
 }
 

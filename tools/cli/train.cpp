@@ -7,11 +7,13 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <set>
 
 #include "engine/error.h"
 #include "engine/file_io.h"
 #include "engine/json_io.h"
+#include "engine/output_dir.h"
 #include "host/heatmap.h"
 #include "host/image.h"
 #include "tools/cli/cli_checks.h"
@@ -46,10 +48,17 @@ void add_review_options(CLI::App* cmd, std::string& keep, std::string& reject) {
 }
 
 int run_train(const TrainOptions& o) {
+  refuse_overlapping_outputs({{"--out", o.out}, {"--checkpoint", o.run.checkpoint}});
   check_model_output(o.out);
+  if (o.run.json) require_utf8_path(o.out, "--out");  // the JSON summary names it
   TrainingRequest req{o.data, o.run, o.keep, o.reject, false, {o.out}};
+  // The model is built in a hidden folder beside --out, made before the training (so an
+  // unwritable folder fails now) and swapped in at the end: a kill never leaves half a model.
+  std::optional<StagedDir> staged;
+  req.prepare_outputs = [&] { staged.emplace(o.out, model_output_kind(), "--out"); };
   const TrainingRun run = run_training(req);
-  save_detector(o.out, run.result.model);
+  write_detector_files(staged->path(), run.result.model);
+  staged->commit();
   if (!o.run.checkpoint.empty()) remove_refine_checkpoint(o.run.checkpoint);
   const auto& rr = run.result.refinement;
   if (o.run.json) {
@@ -71,9 +80,7 @@ int run_train(const TrainOptions& o) {
     return 0;
   }
   print_rounds(run);
-  for (const auto& s : run.result.skipped)
-    std::printf("skipped (cannot decode): %s\n",
-                printable(run.data.dataset.train[s.index].path.string()).c_str());
+  print_skipped(run);
   std::printf("trained on %zu of %zu images (%zu rejected) in %.1f s (features %.1f s); "
               "threshold %.3f -> %s\n",
               rr.retained.size(), run.result.bank_images.size(), rr.rejected.size(), run.seconds,
@@ -89,29 +96,72 @@ std::string csv_field(const std::string& s) {
   return q + "\"";
 }
 
+// clean --out: clean.json (its marker), rejected.csv, heatmaps/*.png and the model/ folder.
+OutputKind clean_output_kind() {
+  const OutputKind model = model_output_kind();
+  auto is_ours = [](const fs::path& dir) {
+    try {
+      const auto j = read_json_file(dir / "clean.json", uint64_t(256) << 20);
+      return j.is_object() && j.value("format", "") == "mirad-clean";
+    } catch (const std::exception&) {
+      return false;
+    }
+  };
+  auto owns = [model](const fs::path& rel, bool is_dir) {
+    const fs::path top = *rel.begin();
+    if (rel == top) return top == "heatmaps" || top == "model" ? is_dir
+                           : !is_dir && (top == "clean.json" || top == "rejected.csv");
+    if (top == "heatmaps") return !is_dir && rel.parent_path() == top && rel.extension() == ".png";
+    return top == "model" && model.owns(rel.lexically_relative(top), is_dir);
+  };
+  return {"a mirad clean output (clean.json)", is_ours, owns};
+}
+
+// --export: the kept images and nothing else, so it goes into a new or empty folder only (a
+// rerun cannot tell its earlier export from a person's files there).
+OutputKind export_kind() {
+  return {"a new or empty folder (--export writes exactly the kept images)",
+          [](const fs::path&) { return false; }, [](const fs::path&, bool) { return false; }};
+}
+
 int run_clean(const CleanOptions& o) {
   const fs::path out(o.out);
-  std::error_code ec;
-  CHECK_INPUT(!fs::exists(out, ec) || fs::is_directory(out, ec), "--out {} exists and is not a "
-              "folder", printable(o.out));
-  if (fs::is_directory(out, ec))
-    for (const char* f : {"clean.json", "rejected.csv"}) check_output_file(out / f);
+  refuse_overlapping_outputs(
+      {{"--out", o.out}, {"--export", o.export_dir}, {"--checkpoint", o.run.checkpoint}});
+  check_replaceable(out, clean_output_kind(), "--out");
+  if (!o.export_dir.empty()) check_replaceable(o.export_dir, export_kind(), "--export");
+  // They go into clean.json: a name JSON cannot hold must fail now, not after the work.
+  require_utf8_path(o.data.data, "--data");
+  require_utf8_path(o.export_dir, "--export");
   std::vector<fs::path> outputs{out};
   if (!o.export_dir.empty()) outputs.push_back(o.export_dir);
-  // run_training refuses outputs inside the inputs before any work; only then is --out made.
+  // run_training refuses outputs inside the inputs before any work; only then are the staged
+  // folders made (each beside its target, swapped in complete at the end: a signal or a kill
+  // never leaves a half output, and a rerun leaves no file of the earlier run behind).
+  std::optional<StagedDir> staged, staged_export;
   TrainingRequest req{o.data, o.run, o.keep, o.reject, false, outputs};
+  req.prepare_outputs = [&] {
+    create_parent_folders(out, "--out");
+    staged.emplace(out, clean_output_kind(), "--out");
+    if (!o.export_dir.empty()) {
+      create_parent_folders(o.export_dir, "--export");
+      staged_export.emplace(o.export_dir, export_kind(), "--export");
+    }
+  };
   const TrainingRun run = run_training(req);
-  fs::create_directories(out, ec);
-  CHECK_INPUT(fs::is_directory(out, ec), "--out {}: cannot create the folder", printable(o.out));
-  for (const char* f : {"clean.json", "rejected.csv"}) check_output_file(out / f);
+  const fs::path work = staged->path();
+  std::error_code ec;
   const auto& rr = run.result.refinement;
   const auto& imgs = run.result.bank_images;
-  save_detector(out / "model", run.result.model);
+  fs::create_directory(work / "model", ec);
+  CHECK_INPUT(!ec, "--out {}: cannot create model/ ({})", printable(o.out), ec.message());
+  write_detector_files(work / "model", run.result.model);
 
   // Evidence: each rejected image's anomaly map under the detector trained without it.
   std::vector<std::string> heatmap_of(imgs.size());
   if (!o.no_heatmaps && !rr.rejected.empty()) {
-    fs::create_directories(out / "heatmaps", ec);
+    fs::create_directories(work / "heatmaps", ec);
+    CHECK_INPUT(!ec, "--out {}: cannot create heatmaps/ ({})", printable(o.out), ec.message());
     Predictor pred(run.result.model, parse_device(run.config.device), o.run.threads);
     std::vector<fs::path> paths;
     for (const auto& r : rr.rejected) paths.push_back(imgs[r.image]);
@@ -123,7 +173,7 @@ int run_clean(const CleanOptions& o) {
       Image over = heatmap_overlay(img, preds[i].map.data(), preds[i].height, preds[i].width,
                                    run.result.model.stats.map_lo, run.result.model.stats.map_hi);
       const std::string name = fmt::format("{:04d}_{}.png", i, preds[i].path.stem().string());
-      encode_png(out / "heatmaps" / name, over, false);
+      encode_png(work / "heatmaps" / name, over, false);
       heatmap_of[rr.rejected[i].image] = (fs::path("heatmaps") / name).string();
     }
   }
@@ -168,10 +218,7 @@ int run_clean(const CleanOptions& o) {
   // Kept images as copies (hardlinks only on request: they share the source's inode, so
   // editing one edits the dataset).
   if (!o.export_dir.empty()) {
-    const fs::path dst(o.export_dir);
-    fs::create_directories(dst, ec);
-    CHECK_INPUT(fs::is_directory(dst, ec), "--export {}: cannot create the folder",
-                printable(o.export_dir));
+    const fs::path dst = staged_export->path();
     if (o.hardlink)
       std::fprintf(stderr, "mirad: warning: --hardlink: exported files share their inode with "
                            "the dataset; editing one edits the other\n");
@@ -182,6 +229,8 @@ int run_clean(const CleanOptions& o) {
       if (rel.empty() || rel.native().starts_with("..")) rel = src.filename();
       const fs::path target = dst / rel;
       fs::create_directories(target.parent_path(), ec);
+      CHECK_INPUT(!ec, "--export: cannot create the folder {} ({})",
+                  printable(target.parent_path().string()), ec.message());
       check_output_file(target);
       if (o.hardlink) {
         fs::create_hard_link(src, target, ec);
@@ -193,14 +242,18 @@ int run_clean(const CleanOptions& o) {
     doc["exported"] = {{"folder", o.export_dir}, {"images", rr.retained.size()},
                        {"hardlinks", o.hardlink}};
   }
-  write_file_atomic(out / "rejected.csv", csv);
-  write_file_atomic(out / "clean.json", doc.dump(1) + "\n");
+  write_file_atomic(work / "rejected.csv", csv);
+  write_file_atomic(work / "clean.json", doc.dump(1) + "\n");
+  // The export first: clean.json in place is what says the run finished.
+  if (staged_export) staged_export->commit();
+  staged->commit();
   if (!o.run.checkpoint.empty()) remove_refine_checkpoint(o.run.checkpoint);
   if (o.run.json) {
     std::printf("%s\n", doc.dump(2).c_str());
     return 0;
   }
   print_rounds(run);
+  print_skipped(run);
   for (const auto& r : rr.rejected)
     std::printf("rejected: %s (score %.3f, round %d)%s\n",
                 printable(imgs[r.image].string()).c_str(), r.score, r.round,

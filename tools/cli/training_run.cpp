@@ -1,6 +1,7 @@
 // A training run: checks outputs up front, loads data and config, runs the job, summarises.
 #include "tools/cli/training_run.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,6 +16,39 @@ namespace mirad::cli {
 
 namespace fs = std::filesystem;
 
+namespace {
+
+// A model whose training images all score (nearly) alike, e.g. copies of one image, divides by
+// a spread of ~0 when it standardises: other images then score 1e19 and every decision is
+// "anomalous". Said on stderr, since the run itself did nothing wrong.
+void warn_on_flat_scores(const TrainResult& r) {
+  const DetectorModel& m = r.model;
+  auto flat = [](double iqr, double median) {
+    return !(iqr > 1e-6 * std::max(1.0, std::abs(median)));
+  };
+  std::vector<std::string> which;
+  for (size_t t = 0; t < m.taps.size() && t < m.stats.taps.size(); ++t)
+    if (flat(m.stats.taps[t].iqr, m.stats.taps[t].median)) which.push_back("tap " + m.taps[t].name);
+  if (flat(m.stats.top.iqr, m.stats.top.median)) which.push_back("top score");
+  if (flat(m.stats.mean.iqr, m.stats.mean.median)) which.push_back("mean score");
+  // A spread of exactly 0 is stored as 1 (robust_scale), so look at the images' scores too.
+  std::vector<double> sc;
+  for (double v : r.refinement.calibration_scores)
+    if (std::isfinite(v)) sc.push_back(v);
+  if (sc.size() >= 2) {
+    std::sort(sc.begin(), sc.end());
+    const double q1 = sc[sc.size() / 4], q3 = sc[(3 * sc.size()) / 4], med = sc[sc.size() / 2];
+    if (flat(q3 - q1, med)) which.push_back("training images' scores");
+  }
+  if (which.empty()) return;
+  std::fprintf(stderr, "mirad: warning: near-zero spread of the %s: the training images score "
+               "(nearly) alike (copies of one image?). The model divides by that spread, so "
+               "other images will get huge scores and the threshold means little; train on "
+               "varied images\n", fmt::format("{}", fmt::join(which, ", ")).c_str());
+}
+
+}  // namespace
+
 TrainingRun run_training(const TrainingRequest& req) {
   const auto t0 = std::chrono::steady_clock::now();
   TrainingRun run;
@@ -26,7 +60,11 @@ TrainingRun run_training(const TrainingRequest& req) {
   if (!req.keep_list.empty()) inputs.push_back(req.keep_list);
   if (!req.reject_list.empty()) inputs.push_back(req.reject_list);
   for (const auto& out : req.outputs) refuse_overwriting_inputs(out, inputs);
-  if (!req.run.checkpoint.empty()) refuse_overwriting_inputs(req.run.checkpoint, inputs);
+  if (!req.run.checkpoint.empty()) {
+    refuse_overwriting_inputs(req.run.checkpoint, inputs);
+    check_writable_folder(req.run.checkpoint, "--checkpoint");  // else it fails after round 1
+  }
+  if (req.prepare_outputs) req.prepare_outputs();
   apply_thread_budget(req.run.threads);
   TrainJob job;
   for (const Item& it : run.data.dataset.train) job.images.push_back(it.path);
@@ -42,6 +80,7 @@ TrainingRun run_training(const TrainingRequest& req) {
   JobBar bar(!req.run.json);
   run.result = run_train_job(job, bar.callback());
   run.contaminated = contaminated_paths(run.data);
+  warn_on_flat_scores(run.result);
   run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return run;
 }
@@ -73,6 +112,13 @@ nlohmann::json cleaning_json(const TrainingRun& run) {
 
 nlohmann::json rounds_json(const TrainingRun& run) {
   return run.result.model.training.value("rounds", nlohmann::json::array());
+}
+
+void print_skipped(const TrainingRun& run) {
+  for (const auto& s : run.result.skipped)
+    std::printf("skipped (cannot decode): %s: %s\n",
+                printable(run.data.dataset.train[s.index].path.string()).c_str(),
+                printable(s.message).c_str());
 }
 
 void print_rounds(const TrainingRun& run) {

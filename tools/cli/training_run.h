@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,9 @@ struct TrainingRequest {
   std::string keep_list, reject_list;
   bool baseline = false;
   std::vector<std::filesystem::path> outputs;  // checked against the inputs before any work
+  // Runs after those checks and before any work: where a subcommand creates its staged output
+  // folders, so that an unwritable --out fails before the training rather than after it.
+  std::function<void()> prepare_outputs;
 };
 
 TrainingRun run_training(const TrainingRequest& req);
@@ -35,5 +39,7 @@ TrainingRun run_training(const TrainingRequest& req);
 nlohmann::json cleaning_json(const TrainingRun& run);
 nlohmann::json rounds_json(const TrainingRun& run);
 void print_rounds(const TrainingRun& run);
+// "skipped (cannot decode): <path>: <reason>", one line per training image left out.
+void print_skipped(const TrainingRun& run);
 
 }  // namespace mirad::cli
