@@ -65,6 +65,45 @@ BLACK_PNG=iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK
 WHITE_PNG=iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGP4DwABAQEAsTj2FAAAAABJRU5ErkJggg==
 png() { base64 -d <<<"$1" >"$2"; }
 
+# The cases that train need the default backbone that tools/setup.sh converts: skip (77) without.
+need_backbone() {
+  local models=${MIRAD_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/mirad/models}
+  if [ ! -f "$models/efficientnet_lite0/weights.safetensors" ]; then
+    echo "SKIP [$CASE]: the default backbone is not converted"
+    exit 77
+  fi
+}
+
+# A tiny contaminated category (test_resume.py's): procedural 128-px carpet, 30 training
+# images and 6 moved-in defects, so refinement takes more than one round. TRAIN: its train
+# command, fast settings, JSON output.
+tiny_category() {
+  need_backbone
+  "$MIRAD" synth --out . --categories carpet --procedural --train 30 --test-good 4 \
+    --test-defect 4 --size 128 --seed 5 >/dev/null || fail "synth failed"
+  "$MIRAD" contaminate carpet --ratio 0.2 --seed 2 --manifest m.json >/dev/null ||
+    fail "contaminate failed"
+  TRAIN=(train --data carpet --contamination m.json --set train.budget=96 --set refine.folds=3
+         --seed 4 --json)
+}
+
+# tiny_category, then a train --checkpoint ck killed (SIGKILL) once round 1 is checkpointed
+# and the rounds are not over.
+checkpoint_after_round_1() {
+  tiny_category
+  "$MIRAD" "${TRAIN[@]}" --out killed --checkpoint ck >/dev/null 2>&1 &
+  local pid=$!
+  for _ in $(seq 6000); do
+    [ -f ck/checkpoint.json ] && break
+    kill -0 $pid 2>/dev/null || fail "the run ended before writing a checkpoint"
+    sleep 0.05
+  done
+  kill -9 $pid
+  wait $pid 2>/dev/null
+  [ -f ck/checkpoint.json ] || fail "no checkpoint"
+  grep -q '"loop_done":false' ck/checkpoint.json || fail "the rounds were over at round 1"
+}
+
 case $CASE in
 unknown_subcommand)  # bug 12: was "A subcommand is required"
   run_expect 2 "unknown subcommand 'frobnicate' \(known: .*embed" "$MIRAD" frobnicate
@@ -184,6 +223,15 @@ synth_out_proc)  # bug 11: "internal error: filesystem error" (exit 3)
   run_expect 2 "/proc/mirad-x: cannot create the folder" \
     "$MIRAD" synth --out /proc/mirad-x --categories wood --procedural --train 1 --test-good 1 \
     --test-defect 1 --size 64
+  ;;
+threads_cap)  # probe 11: --threads 4096 ran predict 29 s and 1.77 GB; capped at 4x the cores
+  cap=$((4 * $(nproc)))
+  run_usage_error "--threads: $((cap + 1)) is above the cap of $cap \\(4x the $(nproc) cores\\)" \
+    "$MIRAD" predict --model m a.png --threads $((cap + 1))
+  run_expect 0 "at most 4x the cores" "$MIRAD" predict --help
+  for cmd in train clean eval bench demo synth; do
+    run_usage_error "--threads: 4096 is above the cap" "$MIRAD" $cmd --threads 4096
+  done
   ;;
 *)
   fail "unknown case"

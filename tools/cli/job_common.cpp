@@ -51,8 +51,9 @@ void add_run_options(CLI::App* cmd, RunOptions& o) {
                   "reuse a `mirad embed` features file of exactly these images (checked)")
       ->check(NonEmpty());
   cmd->add_option("--threads", o.threads,
-                  "one thread budget for decoding, oneDNN and OpenBLAS (0 = every core)")
-      ->check(IntegerRange(0, 4096))->capture_default_str();
+                  "one thread budget for decoding, oneDNN and OpenBLAS (0 = every core; at "
+                  "most 4x the cores)")
+      ->check(ThreadCount())->capture_default_str();
   cmd->add_option("--normalize", o.normalize,
                   "input normalisation preset when the backbone's graph has none: imagenet, "
                   "tf_inception, efficientnet_lite, unit")
