@@ -1,9 +1,13 @@
 // Refinement checkpoints on disk: exact (doubles as 17-digit text, floats in safetensors), so a
-// resumed run continues bit for bit.
+// resumed run continues bit for bit. checkpoint.json is the one commit point: it names the
+// tensors file of its generation, written first under a new name, so a kill at any moment
+// leaves the previous complete pair or the new one (issue 13, finding 3).
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <set>
 
 #include "engine/error.h"
 #include "engine/file_io.h"
@@ -21,6 +25,50 @@ namespace {
 
 constexpr const char* kFormat = "mirad-refine-checkpoint";
 constexpr int kVersion = 1;
+constexpr const char* kJsonName = "checkpoint.json";
+// The tensors file of checkpoints written before generations; a JSON without "tensors_file"
+// still names it.
+constexpr const char* kLegacyTensorsName = "checkpoint.safetensors";
+
+// A generation's tensors file is named by its content: checkpoint.<16 hex of sha256>.safetensors.
+// A new round never overwrites the file the current checkpoint.json names.
+std::string tensors_name(const std::string& sha) {
+  return "checkpoint." + sha.substr(0, 16) + ".safetensors";
+}
+bool is_hex16(std::string_view s) {
+  return s.size() == 16 &&
+         std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+bool is_tensors_name(std::string_view n) {
+  constexpr std::string_view pre = "checkpoint.", post = ".safetensors";
+  if (n == kLegacyTensorsName) return true;
+  return n.size() == pre.size() + 16 + post.size() && n.starts_with(pre) && n.ends_with(post) &&
+         is_hex16(n.substr(pre.size(), 16));
+}
+// write_file_atomic's temporaries of our files: ".<name>.XXXXXX" (mkstemp: 6 of [A-Za-z0-9]).
+// A SIGKILL mid-write leaves one behind (4 MB in the probe); nothing else is ever removed.
+bool is_our_temporary(std::string_view n) {
+  if (n.size() < 8 || n[0] != '.' || n[n.size() - 7] != '.') return false;
+  const std::string_view suffix = n.substr(n.size() - 6), base = n.substr(1, n.size() - 8);
+  const bool random = std::all_of(suffix.begin(), suffix.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+  });
+  return random && (base == kJsonName || is_tensors_name(base));
+}
+// Removes the files of our own naming in dir that `keep` does not name: old generations'
+// tensors (keep = the current one) and temporaries. Errors are ignored: a leftover costs disk
+// space only, and the next save tries again.
+void remove_our_files(const fs::path& dir, bool tensors, const std::string& keep) {
+  std::error_code ec;
+  std::vector<fs::path> doomed;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string n = it->path().filename().string();
+    if (n != keep && (is_our_temporary(n) || (tensors && is_tensors_name(n))) &&
+        it->symlink_status(ec).type() == fs::file_type::regular)
+      doomed.push_back(it->path());
+  }
+  for (const auto& p : doomed) fs::remove(p, ec);
+}
 
 // Doubles as text with 17 significant digits round-trip exactly, Inf and NaN included.
 std::string d2s(double v) { return fmt::format("{:.17g}", v); }
@@ -166,11 +214,15 @@ void save_refine_checkpoint(const fs::path& dir, const RefineCheckpoint& c) {
               {"baseline_stats", bstats},
               {"baseline_threshold", d2s(c.baseline_threshold)}};
   const auto bytes = serialize_safetensors(tensors, {{"format", kFormat}});
-  doc["tensors_sha256"] = sha256_hex(bytes);
-  // Tensors first: a crash between the two writes leaves the old JSON, whose sha256 no longer
-  // matches, so the stale pair is refused rather than mixed.
-  write_file_atomic(dir / "checkpoint.safetensors", bytes);
-  write_file_atomic(dir / "checkpoint.json", doc.dump() + "\n");
+  const std::string sha = sha256_hex(bytes);
+  const std::string name = tensors_name(sha);
+  doc["tensors_sha256"] = sha;
+  doc["tensors_file"] = name;
+  // The new generation's tensors under their own name, then the JSON that names them: until
+  // that rename, checkpoint.json and the tensors it names are the previous complete pair.
+  write_file_atomic(dir / name, bytes);
+  write_file_atomic(dir / kJsonName, doc.dump() + "\n");
+  remove_our_files(dir, true, name);
 }
 
 std::optional<RefineCheckpoint> load_refine_checkpoint(const fs::path& dir) {
@@ -187,11 +239,16 @@ std::optional<RefineCheckpoint> load_refine_checkpoint(const fs::path& dir) {
                     j.contains("version") && j["version"].is_number_integer() &&
                     j["version"] == kVersion,
                 "checkpoint: {} is not a version-{} mirad refinement checkpoint", where, kVersion);
-    const auto bytes = read_file_bytes(dir / "checkpoint.safetensors", uint64_t(64) << 30);
-    CHECK_INPUT(sha256_hex(bytes) == j.at("tensors_sha256").get<std::string>(),
-                "checkpoint: {} and checkpoint.safetensors do not belong together (interrupted "
-                "write?); remove the folder to start over", where);
-    const SafeTensors st = parse_safetensors(bytes, (dir / "checkpoint.safetensors").string());
+    const std::string sha = j.at("tensors_sha256").get<std::string>();
+    const std::string name =
+        j.contains("tensors_file") ? j.at("tensors_file").get<std::string>() : kLegacyTensorsName;
+    CHECK_INPUT(is_tensors_name(name), "checkpoint: {} names the tensors file '{}', which is "
+                "not one of mirad's", where, printable(name));
+    const auto bytes = read_file_bytes(dir / name, uint64_t(64) << 30);
+    CHECK_INPUT(sha256_hex(bytes) == sha,
+                "checkpoint: {} and {} do not belong together (edited or copied from another "
+                "checkpoint?); remove the folder to start over", where, name);
+    const SafeTensors st = parse_safetensors(bytes, (dir / name).string());
     RefineCheckpoint c;
     c.run_key = j.at("run_key").get<std::string>();
     c.rounds_done = int_from<int>(j.at("rounds_done"));
@@ -259,9 +316,9 @@ std::optional<RefineCheckpoint> load_refine_checkpoint(const fs::path& dir) {
 
 void remove_refine_checkpoint(const fs::path& dir) {
   std::error_code ec;
-  fs::remove(dir / "checkpoint.json", ec);
-  fs::remove(dir / "checkpoint.safetensors", ec);
-  fs::remove(dir, ec);  // only when empty
+  // The JSON first: from then on the folder holds no checkpoint, whatever else is left.
+  fs::remove(dir / kJsonName, ec);
+  remove_our_files(dir, true, "");
+  fs::remove(dir, ec);  // only when empty (a held lock file keeps it until the lock goes)
 }
-
 }  // namespace mirad
