@@ -29,6 +29,7 @@ constexpr const char* kJsonName = "checkpoint.json";
 // The tensors file of checkpoints written before generations; a JSON without "tensors_file"
 // still names it.
 constexpr const char* kLegacyTensorsName = "checkpoint.safetensors";
+constexpr const char* kLockName = "checkpoint.lock";
 
 // A generation's tensors file is named by its content: checkpoint.<16 hex of sha256>.safetensors.
 // A new round never overwrites the file the current checkpoint.json names.
@@ -321,4 +322,12 @@ void remove_refine_checkpoint(const fs::path& dir) {
   remove_our_files(dir, true, "");
   fs::remove(dir, ec);  // only when empty (a held lock file keeps it until the lock goes)
 }
+
+std::unique_ptr<FolderLock> lock_refine_checkpoint(const fs::path& dir) {
+  auto lock = std::make_unique<FolderLock>(dir, kLockName, "checkpoint");
+  // Nobody else writes here while we hold the lock: a temporary is a killed run's leftover.
+  remove_our_files(dir, false, "");
+  return lock;
+}
+
 }  // namespace mirad

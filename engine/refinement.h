@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <optional>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "engine/detector_config.h"
 #include "engine/episodes.h"
 #include "engine/flow_config.h"
+#include "engine/folder_lock.h"
 #include "engine/optimizer.h"
 #include "engine/patch_bank.h"
 #include "engine/scoring.h"
@@ -115,6 +117,10 @@ void save_refine_checkpoint(const std::filesystem::path& dir, const RefineCheckp
 std::optional<RefineCheckpoint> load_refine_checkpoint(const std::filesystem::path& dir);
 // Removes the checkpoint's files (and stale temporaries), then the folder when that empties it.
 void remove_refine_checkpoint(const std::filesystem::path& dir);
+// Takes the folder for one run (creating it): an exclusive lock on <dir>/checkpoint.lock, held
+// until the returned object goes, and then removes the temporaries a killed writer left (only
+// files of the checkpoint's own naming). InputError when another run holds the folder.
+std::unique_ptr<FolderLock> lock_refine_checkpoint(const std::filesystem::path& dir);
 
 struct RefineOptions {
   std::vector<int64_t> always_keep;  // a person's review: never rejected

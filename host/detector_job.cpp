@@ -340,6 +340,13 @@ TrainResult run_train_job(const TrainJob& job, const JobProgress& progress) {
                 printable(job.images[i].string()));
 
   TrainResult res;
+  // The checkpoint folder is taken, and its checkpoint read, before any feature work: a second
+  // run on the folder or a damaged checkpoint is refused at once, not after the backbone pass.
+  std::optional<RefineCheckpoint> resume;
+  if (!job.checkpoint.empty()) {
+    res.checkpoint_lock = lock_refine_checkpoint(job.checkpoint);
+    resume = load_refine_checkpoint(job.checkpoint);
+  }
   FeatureRequest req;
   req.settings = job.config.features;
   req.size = choose_input_size(job.images, job.config.features.short_side);
@@ -371,9 +378,7 @@ TrainResult run_train_job(const TrainJob& job, const JobProgress& progress) {
   ro.progress = [&](const std::string& phase, int64_t done, int64_t total, double loss) {
     if (progress) progress(phase, done, total, loss);
   };
-  std::optional<RefineCheckpoint> resume;
   if (!job.checkpoint.empty()) {
-    resume = load_refine_checkpoint(job.checkpoint);
     if (resume) {
       ro.resume = &*resume;
       res.resumed_from_round = resume->rounds_done;

@@ -87,6 +87,26 @@ tiny_category() {
          --seed 4 --json)
 }
 
+# mask_png PATH WIDTH HEIGHT LEVELS: an 8-bit gray PNG, written with Python's standard library
+# alone: the left half 0, the right half cycling through LEVELS (comma-separated: "255", "128,200").
+mask_png() {
+  python3 - "$@" <<'PY' || fail "cannot write $1"
+import struct, sys, zlib
+path, w, h = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+levels = [int(v) for v in sys.argv[4].split(",")]
+rows = b"".join(b"\0" + bytes(0 if x < w // 2 else levels[(x + y) % len(levels)] for x in range(w))
+                for y in range(h))
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+open(path, "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                       + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+PY
+}
+# png_size PATH: "WIDTH HEIGHT" from the PNG header.
+png_size() {
+  python3 -c 'import struct, sys; print(*struct.unpack(">II", open(sys.argv[1], "rb").read(24)[16:24]))' "$1"
+}
+
 # tiny_category, then a train --checkpoint ck killed (SIGKILL) once round 1 is checkpointed
 # and the rounds are not over.
 checkpoint_after_round_1() {
@@ -232,6 +252,29 @@ threads_cap)  # probe 11: --threads 4096 ran predict 29 s and 1.77 GB; capped at
   for cmd in train clean eval bench demo synth; do
     run_usage_error "--threads: 4096 is above the cap" "$MIRAD" $cmd --threads 4096
   done
+  ;;
+checkpoint_second_run_refused)  # probe 6: two runs on one --checkpoint: one deleted the other's state
+  tiny_category
+  "$MIRAD" "${TRAIN[@]}" --set train.budget=4000 --out first --checkpoint ck >first.log 2>&1 &
+  first=$!
+  for _ in $(seq 1200); do [ -d ck ] && break; sleep 0.1; done
+  [ -d ck ] || { kill -9 $first; fail "the first run made no checkpoint folder"; }
+  run_expect 2 "checkpoint: the folder ck is in use by another mirad run" \
+    timeout 120 "$MIRAD" "${TRAIN[@]}" --out second --checkpoint ck
+  kill -0 $first 2>/dev/null || { cat first.log; fail "the first run did not survive the second"; }
+  kill -9 $first
+  wait $first 2>/dev/null
+  [ ! -e second ] || fail "the refused run wrote a model"
+  ;;
+checkpoint_stale_temporary)  # probe 10: a SIGKILL mid-write left .checkpoint.safetensors.XXXXXX forever
+  tiny_category
+  mkdir ck
+  head -c 4000000 /dev/zero >ck/.checkpoint.safetensors.AbC123
+  echo mine >ck/notes.txt
+  run_expect 0 '"stop_reason"' "$MIRAD" "${TRAIN[@]}" --set refine.max_rounds=1 --out model \
+    --checkpoint ck
+  [ ! -e ck/.checkpoint.safetensors.AbC123 ] || fail "the stale temporary is still there"
+  [ "$(cat ck/notes.txt)" = mine ] || fail "a file of another naming was touched"
   ;;
 *)
   fail "unknown case"

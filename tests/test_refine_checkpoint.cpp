@@ -1,5 +1,6 @@
 // Refinement checkpoints on disk against faults (issue 13): a kill between the two renames of
-// a save resumes from the last complete round (finding 3).
+// a save resumes from the last complete round (finding 3); one run at a time holds a folder
+// (finding 6); a killed writer's temporaries go on the next run (finding 10).
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/wait.h>
@@ -132,4 +133,37 @@ TEST(CheckpointGenerations, ATensorsFileNameOutsideTheFolderIsRefused) {
   j["tensors_file"] = "../flow.safetensors";
   write_json(tmp / "checkpoint.json", j);
   expect_input_error([&] { load_refine_checkpoint(tmp.path()); }, "not one of mirad's");
+}
+
+TEST(CheckpointLock, ASecondHolderIsRefusedUntilTheFirstLetsGo) {
+  TempDir tmp;
+  const fs::path ck = tmp / "ck";
+  auto first = lock_refine_checkpoint(ck);
+  EXPECT_TRUE(fs::is_directory(ck));
+  expect_input_error([&] { lock_refine_checkpoint(ck); }, ck.string(),
+                     "in use by another mirad run");
+  first.reset();
+  EXPECT_FALSE(fs::exists(ck)) << "an empty folder goes with its lock";
+  auto again = lock_refine_checkpoint(ck);
+  save_refine_checkpoint(ck, fuzz::tiny_checkpoint());
+  again.reset();
+  EXPECT_TRUE(fs::exists(ck / "checkpoint.json")) << "a checkpoint outlives its lock";
+}
+
+TEST(CheckpointLock, StaleTemporariesOfOurNamingGoAndNothingElse) {
+  TempDir tmp;
+  const fs::path ck = tmp / "ck";
+  save_refine_checkpoint(ck, fuzz::tiny_checkpoint());
+  for (const char* n : {".checkpoint.safetensors.Ab3xZ9", ".checkpoint.json.q1w2e3",
+                        ".checkpoint.0123456789abcdef.safetensors.XyZ123"})
+    std::ofstream(ck / n) << "left by a SIGKILL";
+  for (const char* n : {"notes.txt", ".checkpoint.json.toolong1", ".other.json.Ab3xZ9"})
+    std::ofstream(ck / n) << "a user's";
+  auto lock = lock_refine_checkpoint(ck);
+  for (const char* n : {".checkpoint.safetensors.Ab3xZ9", ".checkpoint.json.q1w2e3",
+                        ".checkpoint.0123456789abcdef.safetensors.XyZ123"})
+    EXPECT_FALSE(fs::exists(ck / n)) << n;
+  for (const char* n : {"notes.txt", ".checkpoint.json.toolong1", ".other.json.Ab3xZ9"})
+    EXPECT_TRUE(fs::exists(ck / n)) << n;
+  EXPECT_TRUE(load_refine_checkpoint(ck).has_value());
 }
