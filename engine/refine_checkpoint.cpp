@@ -161,6 +161,78 @@ ModelSet modelset_from(const json& taps, const std::string& name, const SafeTens
   return m;
 }
 
+bool sorted_unique(const std::vector<int64_t>& v) {
+  return std::adjacent_find(v.begin(), v.end(), [](int64_t a, int64_t b) { return a >= b; }) ==
+         v.end();
+}
+bool unique(std::vector<int64_t> v) {
+  std::sort(v.begin(), v.end());
+  return sorted_unique(v);
+}
+bool non_negative(const std::vector<int64_t>& v) {
+  return std::all_of(v.begin(), v.end(), [](int64_t i) { return i >= 0; });
+}
+
+// What a checkpoint's own fields must agree on, whatever run it belongs to. The tensors are
+// hash-checked but checkpoint.json is not: an edit (duplicated or overlapping indices,
+// rounds_done = 1e6, loop_done flipped) must be refused here, not continued into another model
+// with exit 0 (issue 13, finding 14). refine() checks the rest against its own run.
+void check_checkpoint_consistency(const RefineCheckpoint& c, const std::string& where) {
+  auto require = [&](bool ok, const std::string& what) {
+    CHECK_INPUT(ok, "checkpoint: {} is inconsistent: {} (edited or damaged?); remove the folder "
+                "to start over", where, what);
+  };
+  require(c.rounds_done >= 0 && size_t(c.rounds_done) == c.rounds.size(),
+          fmt::format("rounds_done is {} but {} rounds are recorded", c.rounds_done,
+                      c.rounds.size()));
+  for (size_t r = 0; r < c.rounds.size(); ++r) {
+    const RoundRecord& rec = c.rounds[r];
+    const std::string at = fmt::format("round {}", r + 1);
+    require(rec.round == int(r + 1), fmt::format("{} is numbered {}", at, rec.round));
+    require(sorted_unique(rec.scored) && non_negative(rec.scored),
+            at + " scored images are not distinct ascending indices");
+    require(rec.scores.size() == rec.scored.size() &&
+                (rec.weights.empty() || rec.weights.size() == rec.scored.size()),
+            at + " has not one score (and weight) per scored image");
+    const std::set<int64_t> scored(rec.scored.begin(), rec.scored.end());
+    require(unique(rec.rejected) && std::all_of(rec.rejected.begin(), rec.rejected.end(),
+                                                [&](int64_t i) { return scored.count(i) > 0; }),
+            at + " rejects an image twice, or one it did not score");
+    require(rec.nonfinite >= 0 && rec.nonfinite <= int64_t(rec.scored.size()),
+            at + " counts more non-finite scores than images");
+  }
+  require(sorted_unique(c.retained) && non_negative(c.retained),
+          "retained images are not distinct ascending indices");
+  std::vector<int64_t> rejected;
+  for (const Rejection& r : c.rejected) {
+    rejected.push_back(r.image);
+    require(r.round >= 0 && r.round <= c.rounds_done,
+            fmt::format("an image is rejected in round {} of {}", r.round, c.rounds_done));
+  }
+  require(unique(rejected) && non_negative(rejected), "an image is rejected twice");
+  const std::set<int64_t> kept(c.retained.begin(), c.retained.end());
+  require(std::none_of(rejected.begin(), rejected.end(), [&](int64_t i) { return kept.count(i); }),
+          "an image is both retained and rejected");
+  require(std::all_of(c.weights.begin(), c.weights.end(),
+                      [](double w) { return w >= 0 && w <= 1; }),
+          "a weight is outside [0, 1]");
+  require(sorted_unique(c.last_down) && non_negative(c.last_down),
+          "down-weighted images are not distinct ascending indices");
+  require(sorted_unique(c.last_scored) && non_negative(c.last_scored),
+          "the last scored images are not distinct ascending indices");
+  require(c.last_maps.n_images == (c.last_maps.grids.empty() ? 0 : int64_t(c.last_scored.size())),
+          "the last maps are not one per last scored image");
+  require(c.prev.size() == c.has_prev.size() &&
+              std::all_of(c.has_prev.begin(), c.has_prev.end(), [](uint8_t h) { return h <= 1; }),
+          "has_prev is not one 0 or 1 per fold model");
+  require(unique(c.flagged) && non_negative(c.flagged), "flagged images repeat");
+  require(!c.final_ready || c.loop_done, "final_ready without loop_done");
+  require(!c.loop_done || c.rounds_done >= 1, "loop_done before any round");
+  require(c.has_baseline == !c.baseline.taps.empty() &&
+              (!c.has_baseline || c.baseline_stats.taps.size() == c.baseline.taps.size()),
+          "has_baseline does not match the baseline stored");
+}
+
 }  // namespace
 
 void save_refine_checkpoint(const fs::path& dir, const RefineCheckpoint& c) {
@@ -308,7 +380,7 @@ std::optional<RefineCheckpoint> load_refine_checkpoint(const fs::path& dir) {
     c.baseline_stats.map_lo = s2d(bs.at("map").at(0));
     c.baseline_stats.map_hi = s2d(bs.at("map").at(1));
     c.baseline_threshold = s2d(j.at("baseline_threshold"));
-    CHECK_INPUT(c.prev.size() == c.has_prev.size(), "checkpoint: {} is inconsistent", where);
+    check_checkpoint_consistency(c, where);
     return c;
   } catch (const nlohmann::json::exception& e) {
     throw InputError(fmt::format("checkpoint: {} is malformed ({})", where, e.what()));

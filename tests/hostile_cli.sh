@@ -253,6 +253,37 @@ threads_cap)  # probe 11: --threads 4096 ran predict 29 s and 1.77 GB; capped at
     run_usage_error "--threads: 4096 is above the cap" "$MIRAD" $cmd --threads 4096
   done
   ;;
+checkpoint_edited_state)  # probe 1 (SIGSEGV) and 14 (another model, exit 0) on an edited checkpoint.json
+  checkpoint_after_round_1
+  cp -r ck ck.orig
+  edit_and_refuse() {  # PATTERN PYTHON-EDIT: the edited checkpoint is refused, nothing written
+    local pattern=$1 edit=$2
+    rm -rf ck && cp -r ck.orig ck
+    python3 - ck/checkpoint.json "$edit" <<'PY' || fail "editing failed"
+import json, sys
+j = json.load(open(sys.argv[1]))
+exec(sys.argv[2])
+json.dump(j, open(sys.argv[1], "w"))
+PY
+    run_expect 2 "$pattern" "$MIRAD" "${TRAIN[@]}" --out model --checkpoint ck
+    [ ! -e model ] || fail "a model was written from an edited checkpoint"
+  }
+  edit_and_refuse "loop_done true, final_ready true, stop_reason 'max_rounds' do not follow from" \
+    'j["loop_done"] = j["final_ready"] = True'
+  edit_and_refuse "loop_done true, final_ready false, stop_reason 'max_rounds' do not follow" \
+    'j["loop_done"] = True'
+  edit_and_refuse "retained images are not distinct ascending" \
+    'j["retained"] = j["retained"][:1] + j["retained"]'
+  edit_and_refuse "both retained and rejected" \
+    'j["retained"] = sorted(j["retained"] + [j["rejected"][0][0]])'
+  edit_and_refuse "rejected twice" 'j["rejected"].append(j["rejected"][0])'
+  edit_and_refuse "rounds_done is 1000000" 'j["rounds_done"] = 1000000'
+  edit_and_refuse "the retained images are not those the rounds kept" \
+    'j["retained"] = j["retained"][1:]'
+  # The checkpoint as written still resumes.
+  rm -rf ck && cp -r ck.orig ck
+  run_expect 0 '"resumed_from_round": 1' "$MIRAD" "${TRAIN[@]}" --out model --checkpoint ck
+  ;;
 checkpoint_second_run_refused)  # probe 6: two runs on one --checkpoint: one deleted the other's state
   tiny_category
   "$MIRAD" "${TRAIN[@]}" --set train.budget=4000 --out first --checkpoint ck >first.log 2>&1 &

@@ -1,5 +1,6 @@
-// Refinement checkpoints on disk against faults (issue 13): a kill between the two renames of
-// a save resumes from the last complete round (finding 3); one run at a time holds a folder
+// Refinement checkpoints on disk against faults and edits (issue 13): a kill between the two
+// renames of a save resumes from the last complete round (finding 3); a checkpoint.json whose
+// fields contradict each other is refused (findings 1, 14); one run at a time holds a folder
 // (finding 6); a killed writer's temporaries go on the next run (finding 10).
 #include <fcntl.h>
 #include <stdio.h>
@@ -133,6 +134,18 @@ TEST(CheckpointGenerations, ATensorsFileNameOutsideTheFolderIsRefused) {
   j["tensors_file"] = "../flow.safetensors";
   write_json(tmp / "checkpoint.json", j);
   expect_input_error([&] { load_refine_checkpoint(tmp.path()); }, "not one of mirad's");
+}
+
+TEST(CheckpointConsistency, EditedFieldsAreRefused) {
+  expect_edit_refused([](auto& j) { j["retained"] = {0, 1, 1}; }, "retained images");
+  expect_edit_refused([](auto& j) { j["retained"] = {0, 1, 2, 3}; }, "both retained and rejected");
+  expect_edit_refused([](auto& j) { j["rejected"].push_back(j["rejected"][0]); },
+                      "rejected twice");
+  expect_edit_refused([](auto& j) { j["rounds_done"] = 1000000; }, "rounds_done is 1000000");
+  expect_edit_refused([](auto& j) { j["final_ready"] = true; }, "final_ready without loop_done");
+  expect_edit_refused([](auto& j) { j["rounds"][0]["rejected"] = {7}; }, "did not score");
+  expect_edit_refused([](auto& j) { j["has_prev"] = {1, 2}; }, "has_prev");
+  expect_edit_refused([](auto& j) { j["last_scored"] = {0, 1, 2}; }, "last maps");
 }
 
 TEST(CheckpointLock, ASecondHolderIsRefusedUntilTheFirstLetsGo) {
