@@ -298,6 +298,7 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
                         const RefineOptions& opt) {
   NVTX_RANGE("refine");
   CHECK_INPUT(!banks.empty(), "refinement: no feature taps");
+  cfg.check_training_budget();
   const int64_t n_all = banks[0]->n_images();
   for (const PatchBank* b : banks)
     CHECK_INPUT(b->n_images() == n_all, "refinement: taps hold {} and {} images", n_all,

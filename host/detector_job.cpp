@@ -338,6 +338,7 @@ TrainResult run_train_job(const TrainJob& job, const JobProgress& progress) {
   for (int64_t i : keep)
     CHECK_INPUT(!reject.count(i), "{} is listed in both --keep and --reject",
                 printable(job.images[i].string()));
+  job.config.check_training_budget();
 
   TrainResult res;
   // The checkpoint folder is taken, and its checkpoint read, before any feature work: a second

@@ -307,6 +307,15 @@ checkpoint_stale_temporary)  # probe 10: a SIGKILL mid-write left .checkpoint.sa
   [ ! -e ck/.checkpoint.safetensors.AbC123 ] || fail "the stale temporary is still there"
   [ "$(cat ck/notes.txt)" = mine ] || fail "a file of another naming was touched"
   ;;
+meta_batch_over_budget)  # probe 12: meta_batch 1024 with budget 20 ran ~100x the budget
+  mvtec_dataset  # placeholder images: the check comes before any decoding
+  run_expect 2 "one MAML step of 1024 tasks costs 4096 gradient evaluations.*budget of 20" \
+    timeout 60 "$MIRAD" train --data ds --out m --set train.mode=maml \
+    --set train.meta_batch=1024 --set train.budget=20
+  run_expect 2 "round_budget" \
+    timeout 60 "$MIRAD" train --data ds --out m --set train.mode=maml --set train.budget=40
+  [ ! -e m ] || fail "a model was written"
+  ;;
 *)
   fail "unknown case"
   ;;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <set>
 
@@ -167,6 +168,21 @@ TEST(DetectorModel, BadFoldersAreClearErrors) {
                      "not a mirad model folder");
   expect_input_error([&] { check_model_output(tmp / "photos"); }, "not a mirad model folder");
   EXPECT_EQ(read_file_text(tmp / "photos" / "a.txt"), "keep me");
+}
+
+// Issue 13, finding 12: a MAML budget that cannot pay for one step.
+TEST(DetectorConfig, OverBudgetMamlIsRefused) {
+  auto cfg = DetectorConfig::from_json(
+      {{"train", {{"mode", "maml"}, {"meta_batch", 1024}, {"budget", 20}}}});
+  expect_input_error([&] { cfg.check_training_budget(); },
+                     "one MAML step of 1024 tasks costs 4096 gradient evaluations",
+                     "over the budget of 20");
+  cfg = DetectorConfig::from_json({{"train", {{"mode", "maml"}, {"budget", 40}}}});
+  expect_input_error([&] { cfg.check_training_budget(); }, "train.round_budget = 20");
+  cfg.train.warm_start = false;
+  EXPECT_NO_THROW(cfg.check_training_budget());
+  EXPECT_NO_THROW(DetectorConfig::from_json({{"train", {{"mode", "maml"}}}}).check_training_budget());
+  EXPECT_NO_THROW(DetectorConfig::from_json({{"train", {{"budget", 1}}}}).check_training_budget());
 }
 
 TEST(EpisodeScheduler, TasksAreDisjointSeededAndWeighted) {
