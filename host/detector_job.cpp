@@ -473,6 +473,13 @@ std::vector<Prediction> Predictor::predict(const std::vector<fs::path>& images, 
                 "model/backbone mismatch: tap {} gives {} x {} x {}, the model has {} x {} x {}",
                 m.taps[t].name, f.shapes[t].channels, f.shapes[t].height, f.shapes[t].width,
                 m.taps[t].channels, m.taps[t].height, m.taps[t].width);
+  // config.json records each tap's op beside its name; the graph resolves the name, so an op
+  // that differs is an edited file or another graph, never to be ignored (issue 13, 13).
+  for (size_t t = 0; t < f.tap_ops.size(); ++t)
+    CHECK_INPUT(f.tap_ops[t] == m.taps[t].op,
+                "model: taps[{}].op is {} but the backbone's tap '{}' is op {} (config.json was "
+                "edited, or the backbone is another graph)", t, m.taps[t].op,
+                m.config.features.taps[t], f.tap_ops[t]);
   std::vector<Prediction> out(images.size());
   for (size_t i = 0; i < images.size(); ++i) out[i].path = images[i], out[i].score = NAN;
   for (const auto& e : f.failures) out[e.index].error = e.message;

@@ -316,6 +316,34 @@ meta_batch_over_budget)  # probe 12: meta_batch 1024 with budget 20 ran ~100x th
     timeout 60 "$MIRAD" train --data ds --out m --set train.mode=maml --set train.budget=40
   [ ! -e m ] || fail "a model was written"
   ;;
+model_config_contradictions)  # probe 13: edited model config.json gave scores of 7.8e7 / was ignored
+  tiny_category
+  run_expect 0 '"stop_reason"' "$MIRAD" "${TRAIN[@]}" --set refine.max_rounds=1 --out model
+  cp -r model model.orig
+  edit_model_and_refuse() {  # PATTERN PYTHON-EDIT: predict refuses the edited model
+    local pattern=$1 edit=$2
+    rm -rf model && cp -r model.orig model
+    python3 - model/config.json "$edit" <<'PY' || fail "editing failed"
+import json, sys
+j = json.load(open(sys.argv[1]))
+exec(sys.argv[2])
+json.dump(j, open(sys.argv[1], "w"))
+PY
+    run_expect 2 "$pattern" "$MIRAD" predict --model model carpet/test/good --json
+  }
+  edit_model_and_refuse "config.features.smooth is false but backbone.smooth is true" \
+    'j["config"]["features"]["smooth"] = False'
+  edit_model_and_refuse "taps\[0\].op is 99999 but the backbone's tap 'stride8' is op" \
+    'j["taps"][0]["op"] = 99999'
+  edit_model_and_refuse "taps\[1\] is named 'stride8' but config.features.taps\[1\] is 'stride16'" \
+    'j["taps"][1]["name"] = "stride8"'
+  edit_model_and_refuse "taps\[0\].flow is not the flow config.flow gives" \
+    'j["taps"][0]["flow"]["seed"] += 1'
+  edit_model_and_refuse "taps\[0\].flow is not the flow config.flow gives" \
+    'j["config"]["flow"]["cond_dim"] = 32'
+  rm -rf model && cp -r model.orig model
+  run_expect 0 '"anomalous"' "$MIRAD" predict --model model carpet/test/good --json
+  ;;
 *)
   fail "unknown case"
   ;;
