@@ -75,6 +75,12 @@ DetectorConfig DetectorConfig::from_json(const nlohmann::json& j) {
     f.integer("batch", c.features.batch, int64_t(1), int64_t(4096));
     f.string("precision", c.features.precision, {"fp32", "tf32", "fp16", "bf16"});
     CHECK_INPUT(!c.features.taps.empty(), "config.features.taps must name at least one tap");
+    // Two flows of one tap cost twice and add nothing; embed refuses them too. (Two spellings
+    // of one op, a name and its index, are caught once the graph resolves them.)
+    for (size_t a = 0; a < c.features.taps.size(); ++a)
+      for (size_t b = a + 1; b < c.features.taps.size(); ++b)
+        CHECK_INPUT(c.features.taps[a] != c.features.taps[b],
+                    "config.features.taps lists '{}' twice", c.features.taps[a]);
   }
   if (top.has("flow")) {
     JsonFields f(top.object("flow"), "config.flow",

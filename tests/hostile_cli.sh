@@ -344,6 +344,31 @@ PY
   rm -rf model && cp -r model.orig model
   run_expect 0 '"anomalous"' "$MIRAD" predict --model model carpet/test/good --json
   ;;
+masks_and_taps)  # probe 17: odd masks accepted silently; duplicate taps accepted by train
+  tiny_category
+  run_expect 2 "config.features.taps lists 'stride8' twice" \
+    "$MIRAD" train --data carpet --out m2 --set 'features.taps=["stride8","stride8"]'
+  op=$("$MIRAD" embed carpet/train/good --taps stride8 --out f.safetensors | sed -n 's/.*stride8 (op \([0-9]*\)).*/\1/p')
+  [ -n "$op" ] || fail "no op index for stride8"
+  run_expect 2 "taps 'stride8' and '$op' are the same op" \
+    "$MIRAD" train --data carpet --out m2 --set "features.taps=[\"stride8\",\"$op\"]"
+  [ ! -e m2 ] || fail "a model was written"
+  run_expect 0 '"stop_reason"' "$MIRAD" "${TRAIN[@]}" --set refine.max_rounds=1 --out model
+  run_expect 0 '"pixel_auroc"' "$MIRAD" eval --model model --data carpet --json
+  mask=$(ls carpet/ground_truth/*/*.png | head -1)
+  read -r w h < <(png_size "$mask")
+  cp "$mask" mask.orig
+  mask_png "$mask" "$w" $((h / 2)) 255
+  run_expect 2 "mask .* is ${w}x$((h / 2)), of another aspect ratio than its image" \
+    "$MIRAD" eval --model model --data carpet --json
+  mask_png "$mask" "$w" "$h" 128,200
+  run_expect 2 "mask .* is not binary: it holds 3 gray levels \(0, 128, 200\)" \
+    "$MIRAD" eval --model model --data carpet --json
+  # A 0/1 mask (one foreground value, as some datasets write them) is binary.
+  mask_png "$mask" "$w" "$h" 1
+  run_expect 0 '"pixel_auroc"' "$MIRAD" eval --model model --data carpet --json
+  cp mask.orig "$mask"
+  ;;
 *)
   fail "unknown case"
   ;;

@@ -203,8 +203,8 @@ TEST(DetectorModel, DuplicatedFieldsThatDisagreeAreRefused) {
   EXPECT_NO_THROW(load_detector(tmp / "m"));
 }
 
-// Issue 13, finding 12: a MAML budget that cannot pay for one step.
-TEST(DetectorConfig, OverBudgetMamlIsRefused) {
+// Issue 13, findings 12 and 17: a MAML budget that cannot pay for one step, duplicate taps.
+TEST(DetectorConfig, OverBudgetMamlAndDuplicateTapsAreRefused) {
   auto cfg = DetectorConfig::from_json(
       {{"train", {{"mode", "maml"}, {"meta_batch", 1024}, {"budget", 20}}}});
   expect_input_error([&] { cfg.check_training_budget(); },
@@ -216,6 +216,9 @@ TEST(DetectorConfig, OverBudgetMamlIsRefused) {
   EXPECT_NO_THROW(cfg.check_training_budget());
   EXPECT_NO_THROW(DetectorConfig::from_json({{"train", {{"mode", "maml"}}}}).check_training_budget());
   EXPECT_NO_THROW(DetectorConfig::from_json({{"train", {{"budget", 1}}}}).check_training_budget());
+  expect_input_error(
+      [] { DetectorConfig::from_json({{"features", {{"taps", {"stride8", "stride8"}}}}}); },
+      "config.features.taps lists 'stride8' twice");
 }
 
 TEST(EpisodeScheduler, TasksAreDisjointSeededAndWeighted) {
