@@ -60,7 +60,8 @@ void add_run_options(CLI::App* cmd, RunOptions& o) {
       ->check(CLI::IsMember({"imagenet", "tf_inception", "efficientnet_lite", "unit"}));
   cmd->add_option("--checkpoint", o.checkpoint,
                   "folder for a checkpoint after every round; rerunning with it resumes (to the "
-                  "same result) after a crash or kill; removed when the run completes")
+                  "same result) after a crash or kill; one run at a time holds it (a second is "
+                  "refused); removed when the run completes")
       ->check(NonEmpty());
   cmd->add_flag("--strict", o.strict, "an image that cannot be decoded stops the run "
                                       "(default: skipped and reported)");
