@@ -105,6 +105,10 @@ struct DetectorConfig {
   static DetectorConfig from_json(const nlohmann::json& j);
   // Gradient evaluations of one outer step (MAML) or one step (plain).
   int64_t evals_per_step() const;
+  // InputError when a model's budget cannot pay for one MAML step and the final adaptation:
+  // training always takes that step, so the budget would be overrun (cold, or in the warm
+  // rounds at train.round_budget of it).
+  void check_training_budget() const;
   // refine.k, or the rule's default when unset.
   double rule_k() const;
 };

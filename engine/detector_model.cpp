@@ -14,6 +14,7 @@
 #include "engine/file_io.h"
 #include "engine/json_fields.h"
 #include "engine/json_io.h"
+#include "engine/model_consistency.h"
 #include "engine/output_dir.h"
 #include "engine/safetensors.h"
 #include "engine/sha256.h"
@@ -266,6 +267,7 @@ DetectorModel load_detector(const fs::path& dir) {
     }
   }
   if (top.has("training")) m.training = j.at("training");
+  check_model_consistency(m, where);
   // The flow file must be the one this config was written with.
   std::string flow_sha;
   {

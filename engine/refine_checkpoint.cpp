@@ -1,9 +1,13 @@
 // Refinement checkpoints on disk: exact (doubles as 17-digit text, floats in safetensors), so a
-// resumed run continues bit for bit.
+// resumed run continues bit for bit. checkpoint.json is the one commit point: it names the
+// tensors file of its generation, written first under a new name, so a kill at any moment
+// leaves the previous complete pair or the new one (issue 13, finding 3).
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <set>
 
 #include "engine/error.h"
 #include "engine/file_io.h"
@@ -21,6 +25,51 @@ namespace {
 
 constexpr const char* kFormat = "mirad-refine-checkpoint";
 constexpr int kVersion = 1;
+constexpr const char* kJsonName = "checkpoint.json";
+// The tensors file of checkpoints written before generations; a JSON without "tensors_file"
+// still names it.
+constexpr const char* kLegacyTensorsName = "checkpoint.safetensors";
+constexpr const char* kLockName = "checkpoint.lock";
+
+// A generation's tensors file is named by its content: checkpoint.<16 hex of sha256>.safetensors.
+// A new round never overwrites the file the current checkpoint.json names.
+std::string tensors_name(const std::string& sha) {
+  return "checkpoint." + sha.substr(0, 16) + ".safetensors";
+}
+bool is_hex16(std::string_view s) {
+  return s.size() == 16 &&
+         std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+bool is_tensors_name(std::string_view n) {
+  constexpr std::string_view pre = "checkpoint.", post = ".safetensors";
+  if (n == kLegacyTensorsName) return true;
+  return n.size() == pre.size() + 16 + post.size() && n.starts_with(pre) && n.ends_with(post) &&
+         is_hex16(n.substr(pre.size(), 16));
+}
+// write_file_atomic's temporaries of our files: ".<name>.XXXXXX" (mkstemp: 6 of [A-Za-z0-9]).
+// A SIGKILL mid-write leaves one behind (4 MB in the probe); nothing else is ever removed.
+bool is_our_temporary(std::string_view n) {
+  if (n.size() < 8 || n[0] != '.' || n[n.size() - 7] != '.') return false;
+  const std::string_view suffix = n.substr(n.size() - 6), base = n.substr(1, n.size() - 8);
+  const bool random = std::all_of(suffix.begin(), suffix.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+  });
+  return random && (base == kJsonName || is_tensors_name(base));
+}
+// Removes the files of our own naming in dir that `keep` does not name: old generations'
+// tensors (keep = the current one) and temporaries. Errors are ignored: a leftover costs disk
+// space only, and the next save tries again.
+void remove_our_files(const fs::path& dir, bool tensors, const std::string& keep) {
+  std::error_code ec;
+  std::vector<fs::path> doomed;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string n = it->path().filename().string();
+    if (n != keep && (is_our_temporary(n) || (tensors && is_tensors_name(n))) &&
+        it->symlink_status(ec).type() == fs::file_type::regular)
+      doomed.push_back(it->path());
+  }
+  for (const auto& p : doomed) fs::remove(p, ec);
+}
 
 // Doubles as text with 17 significant digits round-trip exactly, Inf and NaN included.
 std::string d2s(double v) { return fmt::format("{:.17g}", v); }
@@ -112,6 +161,78 @@ ModelSet modelset_from(const json& taps, const std::string& name, const SafeTens
   return m;
 }
 
+bool sorted_unique(const std::vector<int64_t>& v) {
+  return std::adjacent_find(v.begin(), v.end(), [](int64_t a, int64_t b) { return a >= b; }) ==
+         v.end();
+}
+bool unique(std::vector<int64_t> v) {
+  std::sort(v.begin(), v.end());
+  return sorted_unique(v);
+}
+bool non_negative(const std::vector<int64_t>& v) {
+  return std::all_of(v.begin(), v.end(), [](int64_t i) { return i >= 0; });
+}
+
+// What a checkpoint's own fields must agree on, whatever run it belongs to. The tensors are
+// hash-checked but checkpoint.json is not: an edit (duplicated or overlapping indices,
+// rounds_done = 1e6, loop_done flipped) must be refused here, not continued into another model
+// with exit 0 (issue 13, finding 14). refine() checks the rest against its own run.
+void check_checkpoint_consistency(const RefineCheckpoint& c, const std::string& where) {
+  auto require = [&](bool ok, const std::string& what) {
+    CHECK_INPUT(ok, "checkpoint: {} is inconsistent: {} (edited or damaged?); remove the folder "
+                "to start over", where, what);
+  };
+  require(c.rounds_done >= 0 && size_t(c.rounds_done) == c.rounds.size(),
+          fmt::format("rounds_done is {} but {} rounds are recorded", c.rounds_done,
+                      c.rounds.size()));
+  for (size_t r = 0; r < c.rounds.size(); ++r) {
+    const RoundRecord& rec = c.rounds[r];
+    const std::string at = fmt::format("round {}", r + 1);
+    require(rec.round == int(r + 1), fmt::format("{} is numbered {}", at, rec.round));
+    require(sorted_unique(rec.scored) && non_negative(rec.scored),
+            at + " scored images are not distinct ascending indices");
+    require(rec.scores.size() == rec.scored.size() &&
+                (rec.weights.empty() || rec.weights.size() == rec.scored.size()),
+            at + " has not one score (and weight) per scored image");
+    const std::set<int64_t> scored(rec.scored.begin(), rec.scored.end());
+    require(unique(rec.rejected) && std::all_of(rec.rejected.begin(), rec.rejected.end(),
+                                                [&](int64_t i) { return scored.count(i) > 0; }),
+            at + " rejects an image twice, or one it did not score");
+    require(rec.nonfinite >= 0 && rec.nonfinite <= int64_t(rec.scored.size()),
+            at + " counts more non-finite scores than images");
+  }
+  require(sorted_unique(c.retained) && non_negative(c.retained),
+          "retained images are not distinct ascending indices");
+  std::vector<int64_t> rejected;
+  for (const Rejection& r : c.rejected) {
+    rejected.push_back(r.image);
+    require(r.round >= 0 && r.round <= c.rounds_done,
+            fmt::format("an image is rejected in round {} of {}", r.round, c.rounds_done));
+  }
+  require(unique(rejected) && non_negative(rejected), "an image is rejected twice");
+  const std::set<int64_t> kept(c.retained.begin(), c.retained.end());
+  require(std::none_of(rejected.begin(), rejected.end(), [&](int64_t i) { return kept.count(i); }),
+          "an image is both retained and rejected");
+  require(std::all_of(c.weights.begin(), c.weights.end(),
+                      [](double w) { return w >= 0 && w <= 1; }),
+          "a weight is outside [0, 1]");
+  require(sorted_unique(c.last_down) && non_negative(c.last_down),
+          "down-weighted images are not distinct ascending indices");
+  require(sorted_unique(c.last_scored) && non_negative(c.last_scored),
+          "the last scored images are not distinct ascending indices");
+  require(c.last_maps.n_images == (c.last_maps.grids.empty() ? 0 : int64_t(c.last_scored.size())),
+          "the last maps are not one per last scored image");
+  require(c.prev.size() == c.has_prev.size() &&
+              std::all_of(c.has_prev.begin(), c.has_prev.end(), [](uint8_t h) { return h <= 1; }),
+          "has_prev is not one 0 or 1 per fold model");
+  require(unique(c.flagged) && non_negative(c.flagged), "flagged images repeat");
+  require(!c.final_ready || c.loop_done, "final_ready without loop_done");
+  require(!c.loop_done || c.rounds_done >= 1, "loop_done before any round");
+  require(c.has_baseline == !c.baseline.taps.empty() &&
+              (!c.has_baseline || c.baseline_stats.taps.size() == c.baseline.taps.size()),
+          "has_baseline does not match the baseline stored");
+}
+
 }  // namespace
 
 void save_refine_checkpoint(const fs::path& dir, const RefineCheckpoint& c) {
@@ -166,11 +287,15 @@ void save_refine_checkpoint(const fs::path& dir, const RefineCheckpoint& c) {
               {"baseline_stats", bstats},
               {"baseline_threshold", d2s(c.baseline_threshold)}};
   const auto bytes = serialize_safetensors(tensors, {{"format", kFormat}});
-  doc["tensors_sha256"] = sha256_hex(bytes);
-  // Tensors first: a crash between the two writes leaves the old JSON, whose sha256 no longer
-  // matches, so the stale pair is refused rather than mixed.
-  write_file_atomic(dir / "checkpoint.safetensors", bytes);
-  write_file_atomic(dir / "checkpoint.json", doc.dump() + "\n");
+  const std::string sha = sha256_hex(bytes);
+  const std::string name = tensors_name(sha);
+  doc["tensors_sha256"] = sha;
+  doc["tensors_file"] = name;
+  // The new generation's tensors under their own name, then the JSON that names them: until
+  // that rename, checkpoint.json and the tensors it names are the previous complete pair.
+  write_file_atomic(dir / name, bytes);
+  write_file_atomic(dir / kJsonName, doc.dump() + "\n");
+  remove_our_files(dir, true, name);
 }
 
 std::optional<RefineCheckpoint> load_refine_checkpoint(const fs::path& dir) {
@@ -187,11 +312,16 @@ std::optional<RefineCheckpoint> load_refine_checkpoint(const fs::path& dir) {
                     j.contains("version") && j["version"].is_number_integer() &&
                     j["version"] == kVersion,
                 "checkpoint: {} is not a version-{} mirad refinement checkpoint", where, kVersion);
-    const auto bytes = read_file_bytes(dir / "checkpoint.safetensors", uint64_t(64) << 30);
-    CHECK_INPUT(sha256_hex(bytes) == j.at("tensors_sha256").get<std::string>(),
-                "checkpoint: {} and checkpoint.safetensors do not belong together (interrupted "
-                "write?); remove the folder to start over", where);
-    const SafeTensors st = parse_safetensors(bytes, (dir / "checkpoint.safetensors").string());
+    const std::string sha = j.at("tensors_sha256").get<std::string>();
+    const std::string name =
+        j.contains("tensors_file") ? j.at("tensors_file").get<std::string>() : kLegacyTensorsName;
+    CHECK_INPUT(is_tensors_name(name), "checkpoint: {} names the tensors file '{}', which is "
+                "not one of mirad's", where, printable(name));
+    const auto bytes = read_file_bytes(dir / name, uint64_t(64) << 30);
+    CHECK_INPUT(sha256_hex(bytes) == sha,
+                "checkpoint: {} and {} do not belong together (edited or copied from another "
+                "checkpoint?); remove the folder to start over", where, name);
+    const SafeTensors st = parse_safetensors(bytes, (dir / name).string());
     RefineCheckpoint c;
     c.run_key = j.at("run_key").get<std::string>();
     c.rounds_done = int_from<int>(j.at("rounds_done"));
@@ -250,7 +380,7 @@ std::optional<RefineCheckpoint> load_refine_checkpoint(const fs::path& dir) {
     c.baseline_stats.map_lo = s2d(bs.at("map").at(0));
     c.baseline_stats.map_hi = s2d(bs.at("map").at(1));
     c.baseline_threshold = s2d(j.at("baseline_threshold"));
-    CHECK_INPUT(c.prev.size() == c.has_prev.size(), "checkpoint: {} is inconsistent", where);
+    check_checkpoint_consistency(c, where);
     return c;
   } catch (const nlohmann::json::exception& e) {
     throw InputError(fmt::format("checkpoint: {} is malformed ({})", where, e.what()));
@@ -259,9 +389,17 @@ std::optional<RefineCheckpoint> load_refine_checkpoint(const fs::path& dir) {
 
 void remove_refine_checkpoint(const fs::path& dir) {
   std::error_code ec;
-  fs::remove(dir / "checkpoint.json", ec);
-  fs::remove(dir / "checkpoint.safetensors", ec);
-  fs::remove(dir, ec);  // only when empty
+  // The JSON first: from then on the folder holds no checkpoint, whatever else is left.
+  fs::remove(dir / kJsonName, ec);
+  remove_our_files(dir, true, "");
+  fs::remove(dir, ec);  // only when empty (a held lock file keeps it until the lock goes)
+}
+
+std::unique_ptr<FolderLock> lock_refine_checkpoint(const fs::path& dir) {
+  auto lock = std::make_unique<FolderLock>(dir, kLockName, "checkpoint");
+  // Nobody else writes here while we hold the lock: a temporary is a killed run's leftover.
+  remove_our_files(dir, false, "");
+  return lock;
 }
 
 }  // namespace mirad

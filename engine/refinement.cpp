@@ -18,6 +18,7 @@
 #include "engine/error.h"
 #include "engine/nvtx.h"
 #include "engine/quantiles.h"
+#include "engine/refine_resume.h"
 #include "engine/rejection.h"
 #include "engine/sha256.h"
 #include "engine/tap_trainer.h"
@@ -314,6 +315,7 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
                         const RefineOptions& opt) {
   NVTX_RANGE("refine");
   CHECK_INPUT(!banks.empty(), "refinement: no feature taps");
+  cfg.check_training_budget();
   const int64_t n_all = banks[0]->n_images();
   for (const PatchBank* b : banks)
     CHECK_INPUT(b->n_images() == n_all, "refinement: taps hold {} and {} images", n_all,
@@ -381,6 +383,20 @@ RefinementResult refine(const std::vector<const PatchBank*>& banks, const Detect
     CHECK_INPUT(opt.resume->run_key == st.run_key,
                 "refinement: the checkpoint belongs to another run (other config, images or "
                 "review lists); remove it to start over");
+    // The run key covers the config and images, not the checkpoint's own state: that must be
+    // one this run can reach, or a resumed run continues from an edit (issue 13, 1 and 14).
+    ResumeFrame frame;
+    frame.n_images = n_all;
+    frame.pool = pool;
+    frame.reviewed = reviewed;
+    frame.folds = K;
+    frame.cross = cross, frame.soft = soft, frame.baseline = opt.baseline;
+    frame.max_rounds = int(cfg.refine.max_rounds);
+    for (size_t t = 0; t < banks.size(); ++t) {
+      frame.flows.push_back(tap_flow_config(cfg, banks[t]->channels(), int64_t(t)));
+      frame.grids.push_back({banks[t]->height(), banks[t]->width()});
+    }
+    check_resume_state(*opt.resume, frame);
     st = *opt.resume;
     drv.restore_flagged(st.flagged);
   } else {

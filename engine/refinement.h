@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <optional>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "engine/detector_config.h"
 #include "engine/episodes.h"
 #include "engine/flow_config.h"
+#include "engine/folder_lock.h"
 #include "engine/optimizer.h"
 #include "engine/patch_bank.h"
 #include "engine/scoring.h"
@@ -104,13 +106,21 @@ struct RefineCheckpoint {
   double baseline_threshold = 0;
 };
 
-// A checkpoint folder: checkpoint.safetensors (parameters, optimizer states, maps) and
-// checkpoint.json (everything else, and the sha256 of the tensors file), each written
-// atomically, the tensors first, so a reader sees a matched pair or an older one.
+// A checkpoint folder: checkpoint.<hash>.safetensors (parameters, optimizer states, maps) and
+// checkpoint.json (everything else, the tensors file's name and sha256), each written
+// atomically, the tensors first under a name of their own. The JSON's rename is the commit:
+// before it the folder holds the previous complete pair, after it the new one; a kill in
+// between loses no finished round. The older generation's tensors go after the commit.
 void save_refine_checkpoint(const std::filesystem::path& dir, const RefineCheckpoint& c);
-// nullopt when dir holds no checkpoint; InputError for a damaged or mismatched one.
+// nullopt when dir holds no checkpoint; InputError for a damaged or mismatched one, or for
+// fields that contradict each other (refine() checks the rest against its run).
 std::optional<RefineCheckpoint> load_refine_checkpoint(const std::filesystem::path& dir);
+// Removes the checkpoint's files (and stale temporaries), then the folder when that empties it.
 void remove_refine_checkpoint(const std::filesystem::path& dir);
+// Takes the folder for one run (creating it): an exclusive lock on <dir>/checkpoint.lock, held
+// until the returned object goes, and then removes the temporaries a killed writer left (only
+// files of the checkpoint's own naming). InputError when another run holds the folder.
+std::unique_ptr<FolderLock> lock_refine_checkpoint(const std::filesystem::path& dir);
 
 struct RefineOptions {
   std::vector<int64_t> always_keep;  // a person's review: never rejected

@@ -341,8 +341,16 @@ TrainResult run_train_job(const TrainJob& job, const JobProgress& progress) {
   for (int64_t i : keep)
     CHECK_INPUT(!reject.count(i), "{} is listed in both --keep and --reject",
                 printable(job.images[i].string()));
+  job.config.check_training_budget();
 
   TrainResult res;
+  // The checkpoint folder is taken, and its checkpoint read, before any feature work: a second
+  // run on the folder or a damaged checkpoint is refused at once, not after the backbone pass.
+  std::optional<RefineCheckpoint> resume;
+  if (!job.checkpoint.empty()) {
+    res.checkpoint_lock = lock_refine_checkpoint(job.checkpoint);
+    resume = load_refine_checkpoint(job.checkpoint);
+  }
   FeatureRequest req;
   req.settings = job.config.features;
   req.size = choose_input_size(job.images, job.config.features.short_side);
@@ -374,9 +382,7 @@ TrainResult run_train_job(const TrainJob& job, const JobProgress& progress) {
   ro.progress = [&](const std::string& phase, int64_t done, int64_t total, double loss) {
     if (progress) progress(phase, done, total, loss);
   };
-  std::optional<RefineCheckpoint> resume;
   if (!job.checkpoint.empty()) {
-    resume = load_refine_checkpoint(job.checkpoint);
     if (resume) {
       ro.resume = &*resume;
       res.resumed_from_round = resume->rounds_done;
@@ -470,6 +476,13 @@ std::vector<Prediction> Predictor::predict(const std::vector<fs::path>& images, 
                 "model/backbone mismatch: tap {} gives {} x {} x {}, the model has {} x {} x {}",
                 m.taps[t].name, f.shapes[t].channels, f.shapes[t].height, f.shapes[t].width,
                 m.taps[t].channels, m.taps[t].height, m.taps[t].width);
+  // config.json records each tap's op beside its name; the graph resolves the name, so an op
+  // that differs is an edited file or another graph, never to be ignored (issue 13, 13).
+  for (size_t t = 0; t < f.tap_ops.size(); ++t)
+    CHECK_INPUT(f.tap_ops[t] == m.taps[t].op,
+                "model: taps[{}].op is {} but the backbone's tap '{}' is op {} (config.json was "
+                "edited, or the backbone is another graph)", t, m.taps[t].op,
+                m.config.features.taps[t], f.tap_ops[t]);
   std::vector<Prediction> out(images.size());
   for (size_t i = 0; i < images.size(); ++i) out[i].path = images[i], out[i].score = NAN;
   for (const auto& e : f.failures) out[e.index].error = e.message;

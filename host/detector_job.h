@@ -94,6 +94,9 @@ struct TrainResult {
   double feature_seconds = 0, refine_seconds = 0;
   bool features_from_file = false;
   int resumed_from_round = -1;  // rounds a checkpoint had already done (-1: fresh start)
+  // With TrainJob::checkpoint: the run's hold on that folder, kept while this result lives so
+  // that the caller saves the model and removes the checkpoint before another run may start.
+  std::shared_ptr<FolderLock> checkpoint_lock;
 };
 
 TrainResult run_train_job(const TrainJob& job, const JobProgress& progress = {});

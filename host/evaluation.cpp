@@ -1,11 +1,15 @@
 // Test-split evaluation: predictions with maps, masks decoded at their own size, metrics.
 #include "host/evaluation.h"
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <set>
+#include <string>
 
 #include "engine/error.h"
+#include "engine/json_io.h"
 #include "engine/metrics.h"
 #include "host/image.h"
 #include "kernels/map_ops.h"
@@ -17,6 +21,40 @@ namespace fs = std::filesystem;
 namespace {
 
 nlohmann::json num(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+
+// A mask is ground truth for its image at the mask's own resolution, so it must picture the same
+// scene and say one thing per pixel (issue 13, finding 17: a mask of another aspect ratio, or of
+// grey levels, was accepted silently and pixel AUROC fell from 0.911 to 0.677). Refused, not
+// repaired: a rule such as "threshold at 128" would erase 0/1 masks, and a stretched mask has
+// no right answer.
+void check_mask(const Image& mask, const fs::path& mask_path, const Prediction& p) {
+  const int mh = mask.height(), mw = mask.width();
+  // The same shape up to rounding: a mask resized by s has mh = round(s * h), mw = round(s * w),
+  // so the two scales differ by at most a pixel's worth at either resolution.
+  const double sh = double(mh) / p.height, sw = double(mw) / p.width;
+  const double slack = std::max(1.0, std::max(sh, sw)) / std::min(p.height, p.width) +
+                       1.0 / std::min(mh, mw);
+  CHECK_INPUT(std::abs(sh - sw) <= slack,
+              "eval: mask {} is {}x{}, of another aspect ratio than its image {} ({}x{}): it "
+              "cannot be its ground truth", printable(mask_path.string()), mw, mh,
+              printable(p.path.string()), p.width, p.height);
+  // Binary: 0 for good pixels and one other level for defects (255 in MVTec AD, 1 in some
+  // datasets). JPEG-compressed or grey masks hold more.
+  std::array<bool, 256> seen{};
+  const uint8_t* v = mask.u8();
+  for (size_t i = 0, n = size_t(mh) * size_t(mw); i < n; ++i) seen[v[i]] = true;
+  std::vector<int> levels;
+  for (int l = 0; l < 256; ++l)
+    if (seen[l]) levels.push_back(l);
+  if (levels.size() <= 1 || (levels.size() == 2 && levels[0] == 0)) return;
+  std::string shown;
+  for (size_t i = 0; i < levels.size() && i < 6; ++i) shown += (i ? ", " : "") + std::to_string(levels[i]);
+  if (levels.size() > 6) shown += ", ...";
+  throw InputError(fmt::format(
+      "eval: mask {} is not binary: it holds {} gray levels ({}); a mask is 0 for good pixels "
+      "and one other value (255, or 1) for defect pixels", printable(mask_path.string()),
+      levels.size(), shown));
+}
 
 EvalMetrics compute(const std::vector<Item>& items, const std::vector<Prediction>& preds,
                     const std::vector<size_t>& which, double threshold) {
@@ -50,6 +88,7 @@ EvalMetrics compute(const std::vector<Item>& items, const std::vector<Prediction
       DecodeOptions o;
       o.color = ColorMode::gray;
       Image mimg = decode_image(it.mask_path, o);
+      check_mask(mimg, it.mask_path, p);
       mh = mimg.height(), mw = mimg.width();
       mask.assign(mimg.u8(), mimg.u8() + size_t(mh) * mw);
       for (auto& v : mask) v = v > 0 ? 1 : 0;

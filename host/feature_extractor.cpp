@@ -140,6 +140,13 @@ FeatureExtractor::FeatureExtractor(const std::filesystem::path& backbone_dir, De
     m_tap_ops.push_back(numeric ? op : m_backbone->tap(t));
     m_tap_names.push_back(numeric ? "op" + t : t);
   }
+  // A name and its op index are one tap: its features twice would only double the work (and,
+  // in a features file, collide). Refused here, before any image is decoded.
+  for (size_t a = 0; a < m_tap_ops.size(); ++a)
+    for (size_t b = a + 1; b < m_tap_ops.size(); ++b)
+      CHECK_INPUT(m_tap_ops[a] != m_tap_ops[b],
+                  "feature extractor: taps '{}' and '{}' are the same op ({}) of the graph; list "
+                  "each tap once", options.taps[a], options.taps[b], m_tap_ops[a]);
   const TensorShape in{1, 3, height, width};
   for (const TensorShape& s : m_backbone->tap_shapes(in, m_tap_ops)) {
     CHECK_INPUT(s.rank == 4, "feature extractor: a tap must be a feature map (rank 4), got rank {}",

@@ -101,6 +101,65 @@ BLACK_PNG=iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK
 WHITE_PNG=iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGP4DwABAQEAsTj2FAAAAABJRU5ErkJggg==
 png() { base64 -d <<<"$1" >"$2"; }
 
+# The cases that train need the default backbone that tools/setup.sh converts: skip (77) without.
+need_backbone() {
+  local models=${MIRAD_MODELS:-${XDG_CACHE_HOME:-$HOME/.cache}/mirad/models}
+  if [ ! -f "$models/efficientnet_lite0/weights.safetensors" ]; then
+    echo "SKIP [$CASE]: the default backbone is not converted"
+    exit 77
+  fi
+}
+
+# A tiny contaminated category (test_resume.py's): procedural 128-px carpet, 30 training
+# images and 6 moved-in defects, so refinement takes more than one round. TRAIN: its train
+# command, fast settings, JSON output.
+tiny_category() {
+  need_backbone
+  "$MIRAD" synth --out . --categories carpet --procedural --train 30 --test-good 4 \
+    --test-defect 4 --size 128 --seed 5 >/dev/null || fail "synth failed"
+  "$MIRAD" contaminate carpet --ratio 0.2 --seed 2 --manifest m.json >/dev/null ||
+    fail "contaminate failed"
+  TRAIN=(train --data carpet --contamination m.json --set train.budget=96 --set refine.folds=3
+         --seed 4 --json)
+}
+
+# mask_png PATH WIDTH HEIGHT LEVELS: an 8-bit gray PNG, written with Python's standard library
+# alone: the left half 0, the right half cycling through LEVELS (comma-separated: "255", "128,200").
+mask_png() {
+  python3 - "$@" <<'PY' || fail "cannot write $1"
+import struct, sys, zlib
+path, w, h = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+levels = [int(v) for v in sys.argv[4].split(",")]
+rows = b"".join(b"\0" + bytes(0 if x < w // 2 else levels[(x + y) % len(levels)] for x in range(w))
+                for y in range(h))
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+open(path, "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                       + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+PY
+}
+# png_size PATH: "WIDTH HEIGHT" from the PNG header.
+png_size() {
+  python3 -c 'import struct, sys; print(*struct.unpack(">II", open(sys.argv[1], "rb").read(24)[16:24]))' "$1"
+}
+
+# tiny_category, then a train --checkpoint ck killed (SIGKILL) once round 1 is checkpointed
+# and the rounds are not over.
+checkpoint_after_round_1() {
+  tiny_category
+  "$MIRAD" "${TRAIN[@]}" --out killed --checkpoint ck >/dev/null 2>&1 &
+  local pid=$!
+  for _ in $(seq 6000); do
+    [ -f ck/checkpoint.json ] && break
+    kill -0 $pid 2>/dev/null || fail "the run ended before writing a checkpoint"
+    sleep 0.05
+  done
+  kill -9 $pid
+  wait $pid 2>/dev/null
+  [ -f ck/checkpoint.json ] || fail "no checkpoint"
+  grep -q '"loop_done":false' ck/checkpoint.json || fail "the rounds were over at round 1"
+}
+
 case $CASE in
 unknown_subcommand)  # bug 12: was "A subcommand is required"
   run_expect 2 "unknown subcommand 'frobnicate' \(known: .*embed" "$MIRAD" frobnicate
@@ -431,6 +490,131 @@ cli_parse_errors_exit_2)  # finding 16: CLI11's own codes (106, 109) leaked out
   run_expect 2 "--bogus" "$MIRAD" train --data x --out y --bogus
   run_expect 2 "--out is required" "$MIRAD" train --data x
   run_expect 0 "Usage" "$MIRAD" train --help
+  ;;
+threads_cap)  # probe 11: --threads 4096 ran predict 29 s and 1.77 GB; capped at 4x the cores
+  cap=$((4 * $(nproc)))
+  run_usage_error "--threads: $((cap + 1)) is above the cap of $cap \\(4x the $(nproc) cores\\)" \
+    "$MIRAD" predict --model m a.png --threads $((cap + 1))
+  run_expect 0 "at most 4x the cores" "$MIRAD" predict --help
+  for cmd in train clean eval bench demo synth; do
+    run_usage_error "--threads: 4096 is above the cap" "$MIRAD" $cmd --threads 4096
+  done
+  ;;
+checkpoint_edited_state)  # probe 1 (SIGSEGV) and 14 (another model, exit 0) on an edited checkpoint.json
+  checkpoint_after_round_1
+  cp -r ck ck.orig
+  edit_and_refuse() {  # PATTERN PYTHON-EDIT: the edited checkpoint is refused, nothing written
+    local pattern=$1 edit=$2
+    rm -rf ck && cp -r ck.orig ck
+    python3 - ck/checkpoint.json "$edit" <<'PY' || fail "editing failed"
+import json, sys
+j = json.load(open(sys.argv[1]))
+exec(sys.argv[2])
+json.dump(j, open(sys.argv[1], "w"))
+PY
+    run_expect 2 "$pattern" "$MIRAD" "${TRAIN[@]}" --out model --checkpoint ck
+    [ ! -e model ] || fail "a model was written from an edited checkpoint"
+  }
+  edit_and_refuse "loop_done true, final_ready true, stop_reason 'max_rounds' do not follow from" \
+    'j["loop_done"] = j["final_ready"] = True'
+  edit_and_refuse "loop_done true, final_ready false, stop_reason 'max_rounds' do not follow" \
+    'j["loop_done"] = True'
+  edit_and_refuse "retained images are not distinct ascending" \
+    'j["retained"] = j["retained"][:1] + j["retained"]'
+  edit_and_refuse "both retained and rejected" \
+    'j["retained"] = sorted(j["retained"] + [j["rejected"][0][0]])'
+  edit_and_refuse "rejected twice" 'j["rejected"].append(j["rejected"][0])'
+  edit_and_refuse "rounds_done is 1000000" 'j["rounds_done"] = 1000000'
+  edit_and_refuse "the retained images are not those the rounds kept" \
+    'j["retained"] = j["retained"][1:]'
+  # The checkpoint as written still resumes.
+  rm -rf ck && cp -r ck.orig ck
+  run_expect 0 '"resumed_from_round": 1' "$MIRAD" "${TRAIN[@]}" --out model --checkpoint ck
+  ;;
+checkpoint_second_run_refused)  # probe 6: two runs on one --checkpoint: one deleted the other's state
+  tiny_category
+  "$MIRAD" "${TRAIN[@]}" --set train.budget=4000 --out first --checkpoint ck >first.log 2>&1 &
+  first=$!
+  for _ in $(seq 1200); do [ -d ck ] && break; sleep 0.1; done
+  [ -d ck ] || { kill -9 $first; fail "the first run made no checkpoint folder"; }
+  run_expect 2 "checkpoint: the folder ck is in use by another mirad run" \
+    timeout 120 "$MIRAD" "${TRAIN[@]}" --out second --checkpoint ck
+  kill -0 $first 2>/dev/null || { cat first.log; fail "the first run did not survive the second"; }
+  kill -9 $first
+  wait $first 2>/dev/null
+  [ ! -e second ] || fail "the refused run wrote a model"
+  ;;
+checkpoint_stale_temporary)  # probe 10: a SIGKILL mid-write left .checkpoint.safetensors.XXXXXX forever
+  tiny_category
+  mkdir ck
+  head -c 4000000 /dev/zero >ck/.checkpoint.safetensors.AbC123
+  echo mine >ck/notes.txt
+  run_expect 0 '"stop_reason"' "$MIRAD" "${TRAIN[@]}" --set refine.max_rounds=1 --out model \
+    --checkpoint ck
+  [ ! -e ck/.checkpoint.safetensors.AbC123 ] || fail "the stale temporary is still there"
+  [ "$(cat ck/notes.txt)" = mine ] || fail "a file of another naming was touched"
+  ;;
+meta_batch_over_budget)  # probe 12: meta_batch 1024 with budget 20 ran ~100x the budget
+  mvtec_dataset  # placeholder images: the check comes before any decoding
+  run_expect 2 "one MAML step of 1024 tasks costs 4096 gradient evaluations.*budget of 20" \
+    timeout 60 "$MIRAD" train --data ds --out m --set train.mode=maml \
+    --set train.meta_batch=1024 --set train.budget=20
+  run_expect 2 "round_budget" \
+    timeout 60 "$MIRAD" train --data ds --out m --set train.mode=maml --set train.budget=40
+  [ ! -e m ] || fail "a model was written"
+  ;;
+model_config_contradictions)  # probe 13: edited model config.json gave scores of 7.8e7 / was ignored
+  tiny_category
+  run_expect 0 '"stop_reason"' "$MIRAD" "${TRAIN[@]}" --set refine.max_rounds=1 --out model
+  cp -r model model.orig
+  edit_model_and_refuse() {  # PATTERN PYTHON-EDIT: predict refuses the edited model
+    local pattern=$1 edit=$2
+    rm -rf model && cp -r model.orig model
+    python3 - model/config.json "$edit" <<'PY' || fail "editing failed"
+import json, sys
+j = json.load(open(sys.argv[1]))
+exec(sys.argv[2])
+json.dump(j, open(sys.argv[1], "w"))
+PY
+    run_expect 2 "$pattern" "$MIRAD" predict --model model carpet/test/good --json
+  }
+  edit_model_and_refuse "config.features.smooth is false but backbone.smooth is true" \
+    'j["config"]["features"]["smooth"] = False'
+  edit_model_and_refuse "taps\[0\].op is 99999 but the backbone's tap 'stride8' is op" \
+    'j["taps"][0]["op"] = 99999'
+  edit_model_and_refuse "taps\[1\] is named 'stride8' but config.features.taps\[1\] is 'stride16'" \
+    'j["taps"][1]["name"] = "stride8"'
+  edit_model_and_refuse "taps\[0\].flow is not the flow config.flow gives" \
+    'j["taps"][0]["flow"]["seed"] += 1'
+  edit_model_and_refuse "taps\[0\].flow is not the flow config.flow gives" \
+    'j["config"]["flow"]["cond_dim"] = 32'
+  rm -rf model && cp -r model.orig model
+  run_expect 0 '"anomalous"' "$MIRAD" predict --model model carpet/test/good --json
+  ;;
+masks_and_taps)  # probe 17: odd masks accepted silently; duplicate taps accepted by train
+  tiny_category
+  run_expect 2 "config.features.taps lists 'stride8' twice" \
+    "$MIRAD" train --data carpet --out m2 --set 'features.taps=["stride8","stride8"]'
+  op=$("$MIRAD" embed carpet/train/good --taps stride8 --out f.safetensors | sed -n 's/.*stride8 (op \([0-9]*\)).*/\1/p')
+  [ -n "$op" ] || fail "no op index for stride8"
+  run_expect 2 "taps 'stride8' and '$op' are the same op" \
+    "$MIRAD" train --data carpet --out m2 --set "features.taps=[\"stride8\",\"$op\"]"
+  [ ! -e m2 ] || fail "a model was written"
+  run_expect 0 '"stop_reason"' "$MIRAD" "${TRAIN[@]}" --set refine.max_rounds=1 --out model
+  run_expect 0 '"pixel_auroc"' "$MIRAD" eval --model model --data carpet --json
+  mask=$(ls carpet/ground_truth/*/*.png | head -1)
+  read -r w h < <(png_size "$mask")
+  cp "$mask" mask.orig
+  mask_png "$mask" "$w" $((h / 2)) 255
+  run_expect 2 "mask .* is ${w}x$((h / 2)), of another aspect ratio than its image" \
+    "$MIRAD" eval --model model --data carpet --json
+  mask_png "$mask" "$w" "$h" 128,200
+  run_expect 2 "mask .* is not binary: it holds 3 gray levels \(0, 128, 200\)" \
+    "$MIRAD" eval --model model --data carpet --json
+  # A 0/1 mask (one foreground value, as some datasets write them) is binary.
+  mask_png "$mask" "$w" "$h" 1
+  run_expect 0 '"pixel_auroc"' "$MIRAD" eval --model model --data carpet --json
+  cp mask.orig "$mask"
   ;;
 *)
   fail "unknown case"

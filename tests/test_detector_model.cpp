@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <set>
 
@@ -23,6 +24,7 @@ namespace {
 DetectorModel tiny_model() {
   DetectorModel m;
   m.config.train.budget = 77;
+  m.config.flow.n_blocks = 2, m.config.flow.cond_dim = 8;
   m.backbone.name = "net";
   m.backbone.weights_sha256 = std::string(64, 'a');
   m.backbone.input_height = 256, m.backbone.input_width = 320;
@@ -34,7 +36,8 @@ DetectorModel tiny_model() {
     tm.channels = 6, tm.height = 4 - t, tm.width = 5 - t;
     tm.norm.mean.assign(6, 0.1f * (t + 1));
     tm.norm.std.assign(6, 2.0f);
-    tm.params.flow.dim = 6, tm.params.flow.cond_dim = 8, tm.params.flow.n_blocks = 2;
+    // The flow config.flow gives: a model whose copies disagree is refused on load.
+    tm.params.flow = tap_flow_config(m.config, tm.channels, t);
     const int64_t n = FlowLayout(tm.params.flow).n_params;
     for (int64_t i = 0; i < n; ++i) {
       tm.params.theta.push_back(0.001f * i + t);
@@ -167,6 +170,55 @@ TEST(DetectorModel, BadFoldersAreClearErrors) {
                      "not a mirad model folder");
   expect_input_error([&] { check_model_output(tmp / "photos"); }, "not a mirad model folder");
   EXPECT_EQ(read_file_text(tmp / "photos" / "a.txt"), "keep me");
+}
+
+// Issue 13, finding 13: config.json is not hash-covered, and holds some fields twice.
+TEST(DetectorModel, DuplicatedFieldsThatDisagreeAreRefused) {
+  TempDir tmp;
+  save_detector(tmp / "m", tiny_model());
+  const fs::path cfg = tmp / "m" / "config.json";
+  const std::string good_cfg = read_file_text(cfg);
+  auto refused = [&](const std::function<void(nlohmann::json&)>& edit, const std::string& what) {
+    auto j = parse_json_bounded(good_cfg, "test");
+    edit(j);
+    write_file_atomic(cfg, j.dump());
+    expect_input_error([&] { load_detector(tmp / "m"); }, what);
+  };
+  refused([](auto& j) { j["config"]["features"]["smooth"] = false; },
+          "config.features.smooth is false but backbone.smooth is true");
+  refused([](auto& j) { j["taps"][1]["name"] = "stride8"; },
+          "taps[1] is named 'stride8' but config.features.taps[1] is 'stride16'");
+  refused([](auto& j) { j["config"]["features"]["taps"] = {"stride8"}; },
+          "config.features.taps names 1 taps but taps holds 2");
+  refused([](auto& j) { j["config"]["features"]["taps"][0] = "10"; },
+          "taps[0] is named 'stride8' but config.features.taps[0] is '10'");
+  refused([](auto& j) {
+    j["config"]["features"]["taps"][0] = "12";
+    j["taps"][0]["name"] = "op12";
+  }, "taps[0].op is 10 but the tap is op 12");
+  refused([](auto& j) { j["taps"][0]["flow"]["seed"] = 5; }, "taps[0].flow is not the flow");
+  refused([](auto& j) { j["config"]["flow"]["cond_dim"] = 16; }, "taps[0].flow is not the flow");
+  refused([](auto& j) { j["config"]["seed"] = 3; }, "taps[0].flow is not the flow");
+  write_file_atomic(cfg, good_cfg);
+  EXPECT_NO_THROW(load_detector(tmp / "m"));
+}
+
+// Issue 13, findings 12 and 17: a MAML budget that cannot pay for one step, duplicate taps.
+TEST(DetectorConfig, OverBudgetMamlAndDuplicateTapsAreRefused) {
+  auto cfg = DetectorConfig::from_json(
+      {{"train", {{"mode", "maml"}, {"meta_batch", 1024}, {"budget", 20}}}});
+  expect_input_error([&] { cfg.check_training_budget(); },
+                     "one MAML step of 1024 tasks costs 4096 gradient evaluations",
+                     "over the budget of 20");
+  cfg = DetectorConfig::from_json({{"train", {{"mode", "maml"}, {"budget", 40}}}});
+  expect_input_error([&] { cfg.check_training_budget(); }, "train.round_budget = 20");
+  cfg.train.warm_start = false;
+  EXPECT_NO_THROW(cfg.check_training_budget());
+  EXPECT_NO_THROW(DetectorConfig::from_json({{"train", {{"mode", "maml"}}}}).check_training_budget());
+  EXPECT_NO_THROW(DetectorConfig::from_json({{"train", {{"budget", 1}}}}).check_training_budget());
+  expect_input_error(
+      [] { DetectorConfig::from_json({{"features", {{"taps", {"stride8", "stride8"}}}}}); },
+      "config.features.taps lists 'stride8' twice");
 }
 
 TEST(EpisodeScheduler, TasksAreDisjointSeededAndWeighted) {

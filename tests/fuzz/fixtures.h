@@ -46,9 +46,9 @@ inline FlowConfig tiny_flow(uint64_t seed) {
   return f;
 }
 
-inline TapParams tiny_params(int t) {
+inline TapParams tiny_params(int t, const FlowConfig& flow) {
   TapParams p;
-  p.flow = tiny_flow(uint64_t(t));
+  p.flow = flow;
   const int64_t n = FlowLayout(p.flow).n_params;
   for (int64_t i = 0; i < n; ++i) {
     p.theta.push_back(0.001f * float(i) + float(t));
@@ -60,6 +60,7 @@ inline TapParams tiny_params(int t) {
   p.optimizer.slots["v"] = std::vector<float>(std::size_t(n), 0.5f);
   return p;
 }
+inline TapParams tiny_params(int t) { return tiny_params(t, tiny_flow(uint64_t(t))); }
 
 // Two taps of 4 channels, flows of 2 blocks: a flow.safetensors of a few KB.
 inline DetectorModel tiny_model() {
@@ -79,7 +80,8 @@ inline DetectorModel tiny_model() {
     tm.channels = 4, tm.height = 8 >> t, tm.width = 10 >> t;
     tm.norm.mean.assign(4, 0.1f * float(t + 1));
     tm.norm.std.assign(4, 2.0f);
-    tm.params = tiny_params(t);
+    // The flow config.flow gives: a model whose copies disagree is refused on load.
+    tm.params = tiny_params(t, tap_flow_config(m.config, tm.channels, t));
     m.taps.push_back(tm);
     m.stats.taps.push_back({1.5 + t, 0.25});
   }

@@ -1,6 +1,7 @@
 // Writes the seed inputs that mirad's own writers produce (contamination manifests, model
 // folders, refinement checkpoints) into <corpus>/{manifest,model,checkpoint}/, a few valid and a
 // few near-valid each. Run by tests/fuzz/make_corpus.py; usage: make_fuzz_seeds <corpus dir>.
+#include <nlohmann/json.hpp>
 #include <cstdio>
 #include <string>
 
@@ -89,8 +90,10 @@ int main(int argc, char** argv) {
 
   // A refinement checkpoint, the same way.
   save_refine_checkpoint(tmp / "ckpt", tiny_checkpoint());
-  const std::string tensors = read_text(tmp / "ckpt/checkpoint.safetensors");
   std::string ckpt = read_text(tmp / "ckpt/checkpoint.json");
+  // The tensors file of the generation checkpoint.json names (checkpoint.<hash>.safetensors).
+  const std::string tensors =
+      read_text(tmp / "ckpt" / nlohmann::json::parse(ckpt).at("tensors_file").get<std::string>());
   ckpt = edit(ckpt, sha256_hex_of(tensors), kShaToken);
   seed(corpus / "checkpoint", "checkpoint.json", ckpt);
   seed(corpus / "checkpoint", "checkpoint_and_tensors", ckpt + sep + tensors);

@@ -392,8 +392,8 @@ void add_bench_command(CLI::App& app, int* rc) {
   cmd->add_option("--device", o->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   cmd->add_option("--out,-o", o->out, "also write the report here")->check(NonEmpty());
-  cmd->add_option("--threads", o->threads, "thread budget (0 = every core)")
-      ->check(IntegerRange(0, 4096));
+  cmd->add_option("--threads", o->threads, kThreadsHelp)
+      ->check(ThreadCount());
   cmd->add_option("--clean-images", o->clean_images, "good images of the clean job")
       ->check(IntegerRange(10, 100000))->capture_default_str();
   cmd->add_option("--min-seconds", o->min_seconds, "time each measurement at least this long")

@@ -218,8 +218,8 @@ void add_demo_command(CLI::App& app, int* rc) {
       ->check(IntegerRange(64, 1024))->capture_default_str();
   cmd->add_flag("--procedural", o->procedural, "procedural textures even when real ones are "
                                                "fetched");
-  cmd->add_option("--threads", o->threads, "thread budget (0 = every core)")
-      ->check(IntegerRange(0, 4096));
+  cmd->add_option("--threads", o->threads, kThreadsHelp)
+      ->check(ThreadCount());
   cmd->add_option("--keep", o->keep, "generate the data into this folder and keep it")
       ->check(NonEmpty());
   cmd->add_option("--set", o->set, "override one config key, as train's --set, e.g. "

@@ -52,15 +52,17 @@ void add_run_options(CLI::App* cmd, RunOptions& o) {
                   "reuse a `mirad embed` features file of exactly these images (checked)")
       ->check(NonEmpty());
   cmd->add_option("--threads", o.threads,
-                  "one thread budget for decoding, oneDNN and OpenBLAS (0 = every core)")
-      ->check(IntegerRange(0, 4096))->capture_default_str();
+                  "one thread budget for decoding, oneDNN and OpenBLAS (0 = every core; at "
+                  "most 4x the cores)")
+      ->check(ThreadCount())->capture_default_str();
   cmd->add_option("--normalize", o.normalize,
                   "input normalisation preset when the backbone's graph has none: imagenet, "
                   "tf_inception, efficientnet_lite, unit")
       ->check(CLI::IsMember({"imagenet", "tf_inception", "efficientnet_lite", "unit"}));
   cmd->add_option("--checkpoint", o.checkpoint,
                   "folder for a checkpoint after every round; rerunning with it resumes (to the "
-                  "same result) after a crash or kill; removed when the run completes")
+                  "same result) after a crash or kill; one run at a time holds it (a second is "
+                  "refused); removed when the run completes")
       ->check(NonEmpty());
   cmd->add_flag("--strict", o.strict, "an image that cannot be decoded stops the run "
                                       "(default: skipped and reported)");

@@ -297,8 +297,8 @@ void add_predict_command(CLI::App& app, int* rc) {
       ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--backbone", o->backbone, "backbone folder/name (must have the model's "
                                              "weights sha256)");
-  cmd->add_option("--threads", o->threads, "thread budget (0 = every core)")
-      ->check(IntegerRange(0, 4096));
+  cmd->add_option("--threads", o->threads, kThreadsHelp)
+      ->check(ThreadCount());
   cmd->add_flag("--no-maps", o->no_maps, "skip the heatmap overlays");
   cmd->add_flag("--strict", o->strict, "an undecodable image stops the run");
   cmd->add_flag("--json", o->json, "machine-readable JSON on stdout");
@@ -323,8 +323,8 @@ void add_eval_command(CLI::App& app, int* rc) {
       ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--backbone", o->backbone, "backbone folder/name (must have the model's "
                                              "weights sha256)");
-  cmd->add_option("--threads", o->threads, "thread budget (0 = every core)")
-      ->check(IntegerRange(0, 4096));
+  cmd->add_option("--threads", o->threads, kThreadsHelp)
+      ->check(ThreadCount());
   cmd->add_flag("--strict", o->strict, "an undecodable image stops the run");
   cmd->add_flag("--json", o->json, "machine-readable JSON on stdout");
   cmd->callback([o, rc] { *rc = run_eval(*o); });

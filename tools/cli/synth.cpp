@@ -55,8 +55,8 @@ void add_synth_command(CLI::App& app, int& rc) {
   cmd->add_flag("--baseline", opt.baseline,
                 "score each category with the patch nearest-neighbour baseline, report AUROC");
   cmd->add_flag("--list", opt.list, "list the categories and their sources, then exit");
-  cmd->add_option("--threads", opt.threads, "worker threads (0 = one per core)")
-      ->check(IntegerRange(0, 256))
+  cmd->add_option("--threads", opt.threads, "worker threads (0 = one per core; at most 4x the cores)")
+      ->check(ThreadCount())
       ->capture_default_str();
   cmd->add_flag("--json", opt.json, "machine-readable JSON on stdout, no progress bar");
   cmd->callback([&rc, holder] { rc = run_synth(*holder); });
