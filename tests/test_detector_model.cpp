@@ -66,7 +66,7 @@ TEST(DetectorConfig, RejectsUnknownKeysWrongTypesAndRanges) {
   expect_input_error([] { DetectorConfig::from_json({{"train", {{"inner_lr", -1}}}}); },
                      "config.train.inner_lr must be in");
   expect_input_error([] { DetectorConfig::from_json({{"refine", {{"rule", "median"}}}}); },
-                     "must be one of iqr, mad, gmm");
+                     "must be one of iqr, adjusted, mad, gmm");
   expect_input_error([] { DetectorConfig::from_json({{"seed", -1}}); }, "config.seed");
   expect_input_error([] { DetectorConfig::from_json({{"flow", {{"cond_dim", 10}}}}); },
                      "multiple of 4");
