@@ -434,17 +434,24 @@ train_out_unwritable)  # finding 15: late failures, and messages without the sys
   cp -r "$DS" "$tmp/ds"
   chmod -R a+rX "$tmp/ds"
   mkdir "$tmp/ro" "$tmp/rw"
+  # The unprivileged user must reach the binary and a working folder: a clone may sit in a
+  # private (0700) folder, as tools/fresh_check.sh's mktemp does.
+  bin="$tmp/mirad"
+  cp "$MIRAD" "$bin"
+  chmod 755 "$bin"
+  cd "$tmp" || fail "cd $tmp"
   chmod 555 "$tmp/ro"
   chmod 777 "$tmp/rw"
   run_expect 2 "cannot write into the folder $tmp/ro \(Permission denied\)" \
-    unprivileged timeout 20 "$MIRAD" train --data "$tmp/ds" --out "$tmp/ro/m" --set train.budget=100000
+    unprivileged timeout 20 "$bin" train --data "$tmp/ds" --out "$tmp/ro/m" --set train.budget=100000
   run_expect 2 "cannot create a folder in $tmp/ro \(Permission denied\)" \
-    unprivileged timeout 20 "$MIRAD" clean --data "$tmp/ds" --out "$tmp/ro/C" --set train.budget=100000
+    unprivileged timeout 20 "$bin" clean --data "$tmp/ds" --out "$tmp/ro/C" --set train.budget=100000
   run_expect 2 "--out .*ro/sub/P: cannot create the folder .*ro/sub \(Permission denied\)" \
-    unprivileged "$MIRAD" predict --model m "$DS/test/good/000.png" --out "$tmp/ro/sub/P"
+    unprivileged "$bin" predict --model m "$tmp/ds/test/good/000.png" --out "$tmp/ro/sub/P"
   run_expect 2 "--checkpoint $tmp/ro/ck: cannot write into $tmp/ro \(Permission denied\)" \
-    unprivileged timeout 20 "$MIRAD" train --data "$tmp/ds" --out "$tmp/rw/m" --checkpoint "$tmp/ro/ck" \
+    unprivileged timeout 20 "$bin" train --data "$tmp/ds" --out "$tmp/rw/m" --checkpoint "$tmp/ro/ck" \
     --set train.budget=100000
+  cd "$WORK" || fail "cd $WORK"
   run_expect 2 "\(Operation not permitted\)" \
     timeout 20 "$MIRAD" train --data "$DS" --out /sys/mirad-m --set train.budget=100000
   run_expect 2 "nope.*\(No such file or directory\)" \
