@@ -4,12 +4,12 @@
 #include <future>
 #include <vector>
 
-#include "engine/buffer.h"
-#include "engine/error.h"
-#include "engine/nvtx.h"
+#include "core/buffer.h"
+#include "core/error.h"
+#include "core/nvtx.h"
 #include "host/thread_pool.h"
 #ifdef MIRAD_HAVE_CUDA
-#include "engine/cuda_error.h"
+#include "core/cuda_error.h"
 #endif
 
 namespace mirad {

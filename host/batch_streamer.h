@@ -8,7 +8,7 @@
 #include <functional>
 #include <memory>
 
-#include "engine/device.h"
+#include "core/device.h"
 
 namespace mirad {
 

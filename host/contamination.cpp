@@ -7,9 +7,9 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 
-#include "engine/error.h"
-#include "engine/file_io.h"
-#include "engine/json_io.h"
+#include "core/error.h"
+#include "engine/io/file_io.h"
+#include "engine/io/json_io.h"
 
 namespace mirad {
 

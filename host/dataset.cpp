@@ -8,8 +8,8 @@
 #include <set>
 #include <system_error>
 
-#include "engine/error.h"
-#include "engine/file_io.h"
+#include "core/error.h"
+#include "engine/io/file_io.h"
 #include "host/image.h"
 #include "host/thread_pool.h"
 

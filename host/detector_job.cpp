@@ -8,12 +8,12 @@
 #include <map>
 #include <set>
 
-#include "engine/error.h"
-#include "engine/json_io.h"
-#include "engine/patch_bank.h"
-#include "engine/safetensors.h"
-#include "engine/sha256.h"
-#include "engine/threads.h"
+#include "core/error.h"
+#include "engine/io/json_io.h"
+#include "engine/training/patch_bank.h"
+#include "engine/io/safetensors.h"
+#include "engine/io/sha256.h"
+#include "core/threads.h"
 #include "host/episode_scheduler.h"
 #include "host/image.h"
 #include "kernels/map_ops.h"

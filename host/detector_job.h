@@ -12,10 +12,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/detector_config.h"
-#include "engine/detector_model.h"
-#include "engine/feature_cache.h"
-#include "engine/refinement.h"
+#include "engine/config/detector_config.h"
+#include "engine/detector/detector_model.h"
+#include "engine/backbone/feature_cache.h"
+#include "engine/detector/refinement.h"
 #include "host/feature_extractor.h"
 
 namespace mirad {

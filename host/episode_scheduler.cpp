@@ -6,7 +6,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "engine/error.h"
+#include "core/error.h"
 #include "host/contamination.h"
 
 namespace mirad {

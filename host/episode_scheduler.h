@@ -6,7 +6,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/episodes.h"
+#include "engine/training/episodes.h"
 
 namespace mirad {
 

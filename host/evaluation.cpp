@@ -8,9 +8,9 @@
 #include <set>
 #include <string>
 
-#include "engine/error.h"
-#include "engine/json_io.h"
-#include "engine/metrics.h"
+#include "core/error.h"
+#include "engine/io/json_io.h"
+#include "engine/detector/metrics.h"
 #include "host/image.h"
 #include "kernels/map_ops.h"
 

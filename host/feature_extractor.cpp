@@ -7,9 +7,9 @@
 #include <cstdlib>
 #include <mutex>
 
-#include "engine/error.h"
-#include "engine/file_io.h"
-#include "engine/nvtx.h"
+#include "core/error.h"
+#include "engine/io/file_io.h"
+#include "core/nvtx.h"
 #include "host/batch_streamer.h"
 #include "host/image.h"
 #include "host/thread_pool.h"

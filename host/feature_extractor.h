@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/backbone.h"
-#include "engine/feature_cache.h"
+#include "engine/backbone/backbone.h"
+#include "engine/backbone/feature_cache.h"
 #include "host/resize.h"
 
 namespace mirad {

@@ -15,8 +15,8 @@
 #include <limits>
 #include <memory>
 
-#include "engine/error.h"
-#include "engine/file_io.h"
+#include "core/error.h"
+#include "engine/io/file_io.h"
 #include "host/thread_pool.h"
 
 namespace mirad {

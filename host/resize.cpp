@@ -12,7 +12,7 @@
 #include <cstring>
 #include <type_traits>
 
-#include "engine/error.h"
+#include "core/error.h"
 
 namespace mirad {
 

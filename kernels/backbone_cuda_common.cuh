@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "engine/device.h"
+#include "core/device.h"
 
 namespace mirad::bbops::cuda_common {
 

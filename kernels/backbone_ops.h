@@ -7,8 +7,8 @@
 #include <cmath>
 #include <cstdint>
 
-#include "engine/device.h"
-#include "engine/graph.h"
+#include "core/device.h"
+#include "kernels/backbone_op_types.h"
 #include "kernels/hd.h"
 
 namespace mirad::bbops {

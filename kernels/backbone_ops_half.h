@@ -12,8 +12,8 @@
 
 #include <cstdint>
 
-#include "engine/device.h"
-#include "engine/graph.h"
+#include "core/device.h"
+#include "kernels/backbone_op_types.h"
 #include "kernels/backbone_ops.h"
 
 namespace mirad::bbops {

@@ -11,7 +11,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "engine/device.h"
+#include "core/device.h"
 #include "kernels/coupling_math.h"
 #include "kernels/vec_math.h"
 

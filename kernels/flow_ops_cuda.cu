@@ -10,7 +10,7 @@
 #include <initializer_list>
 #include <mutex>
 
-#include "engine/cuda_error.h"
+#include "core/cuda_error.h"
 #include "kernels/coupling_math.h"
 #include "kernels/flow_ops_cuda.h"
 

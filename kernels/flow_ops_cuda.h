@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/device.h"
+#include "core/device.h"
 
 namespace mirad {
 

@@ -1,11 +1,11 @@
 // cuBLAS side of CudaFlowOps: the handle's lifetime (constructor/destructor), the row-major
-// GEMM, and cublas_status_string() declared in engine/cuda_error.h.
+// GEMM, and cublas_status_string() declared in core/cuda_error.h.
 
 #include <algorithm>
 #include <climits>
 #include <cstdio>
 
-#include "engine/cuda_error.h"
+#include "core/cuda_error.h"
 #include "kernels/flow_ops_cuda.h"
 
 namespace mirad {

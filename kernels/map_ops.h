@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/device.h"
+#include "core/device.h"
 #include "kernels/hd.h"
 
 namespace mirad::mapops {

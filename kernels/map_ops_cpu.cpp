@@ -4,7 +4,7 @@
 #include <functional>
 #include <limits>
 
-#include "engine/error.h"
+#include "core/error.h"
 #include "kernels/map_ops.h"
 
 namespace mirad::mapops {

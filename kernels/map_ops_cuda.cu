@@ -7,7 +7,7 @@
 #include <map>
 #include <mutex>
 
-#include "engine/cuda_error.h"
+#include "core/cuda_error.h"
 #include "kernels/map_ops.h"
 
 namespace mirad::mapops {

@@ -3,7 +3,7 @@
 
 #include <algorithm>
 
-#include "engine/cuda_error.h"
+#include "core/cuda_error.h"
 #include "kernels/optim_math.h"
 
 namespace mirad::optim {

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "engine/device.h"
+#include "core/device.h"
 #include "kernels/hd.h"
 
 namespace mirad::optim {
@@ -64,7 +64,7 @@ MIRAD_HD void adam_update(T& p, T g, T& m, T& v, const AdamCoeffs<T>& c) {
   p = p - c.step_size * m / (root(v) / c.sqrt_bc2 + c.eps);
 }
 
-// ---- Backend launchers. The engine (engine/optimizer.cpp) validates, then calls these. ----
+// ---- Backend launchers. The engine (engine/flow/optimizer.cpp) validates, then calls these. ----
 
 // CPU reference (kernels/optim_cpu.cpp), float and double. Counts the non-finite entries of
 // g and the index of the first one (-1 if none).

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "engine/device.h"
+#include "core/device.h"
 #include "kernels/hd.h"
 
 namespace mirad::patchops {

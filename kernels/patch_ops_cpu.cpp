@@ -5,7 +5,7 @@
 #include <functional>
 #include <limits>
 
-#include "engine/error.h"
+#include "core/error.h"
 #include "kernels/patch_ops.h"
 
 namespace mirad::patchops {

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "engine/cuda_error.h"
+#include "core/cuda_error.h"
 #include "kernels/patch_ops.h"
 
 namespace mirad::patchops {

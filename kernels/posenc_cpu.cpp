@@ -1,9 +1,8 @@
-// CPU reference of the 2-D positional encoding, and the public entry points of engine/posenc.h,
+// CPU reference of the 2-D positional encoding, and the public entry points of kernels/posenc.h,
 // which validate the shape and then dispatch to a backend.
 #include <limits>
 
-#include "engine/error.h"
-#include "engine/posenc.h"
+#include "core/error.h"
 #include "kernels/posenc.h"
 
 namespace mirad {

@@ -3,7 +3,7 @@
 
 #include <algorithm>
 
-#include "engine/cuda_error.h"
+#include "core/cuda_error.h"
 #include "kernels/posenc.h"
 
 namespace mirad::posenc {

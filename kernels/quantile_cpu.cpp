@@ -4,8 +4,8 @@
 #include <cmath>
 #include <iterator>
 
-#include "engine/error.h"
-#include "engine/quantiles.h"
+#include "core/error.h"
+#include "kernels/quantiles.h"
 
 namespace mirad {
 

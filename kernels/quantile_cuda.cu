@@ -7,8 +7,8 @@
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_select.cuh>
 
-#include "engine/cuda_error.h"
-#include "engine/quantiles.h"
+#include "core/cuda_error.h"
+#include "kernels/quantiles.h"
 
 namespace mirad {
 namespace {

@@ -5,8 +5,8 @@
 
 #include <cstdint>
 
-#include "engine/buffer.h"
-#include "engine/device.h"
+#include "core/buffer.h"
+#include "core/device.h"
 #include "kernels/hd.h"
 
 namespace mirad::vec {

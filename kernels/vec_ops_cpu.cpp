@@ -3,7 +3,7 @@
 #include <cmath>
 #include <type_traits>
 
-#include "engine/error.h"
+#include "core/error.h"
 #include "kernels/vec_ops.h"
 
 namespace mirad::vec {

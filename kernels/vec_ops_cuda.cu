@@ -7,7 +7,7 @@
 #include <mutex>
 #include <utility>
 
-#include "engine/cuda_error.h"
+#include "core/cuda_error.h"
 #include "kernels/vec_ops.h"
 
 namespace mirad::vec {

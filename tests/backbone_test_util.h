@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/backbone.h"
-#include "engine/graph.h"
-#include "engine/safetensors.h"
+#include "engine/backbone/backbone.h"
+#include "engine/backbone/backbone_graph.h"
+#include "engine/io/safetensors.h"
 
 namespace mirad::bbtest {
 

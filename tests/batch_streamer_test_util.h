@@ -5,7 +5,7 @@
 
 #include <vector>
 
-#include "engine/buffer.h"
+#include "core/buffer.h"
 #include "host/batch_streamer.h"
 #include "host/thread_pool.h"
 

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "engine/feature_cache.h"
+#include "engine/backbone/feature_cache.h"
 
 namespace mirad::test {
 

@@ -5,8 +5,8 @@
 #include <random>
 #include <vector>
 
-#include "engine/buffer.h"
-#include "engine/flow.h"
+#include "core/buffer.h"
+#include "engine/flow/flow.h"
 
 namespace mirad::test {
 

@@ -6,7 +6,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/scoring.h"
+#include "engine/detector/scoring.h"
 
 namespace mirad::test {
 

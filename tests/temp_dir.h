@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <string>
 
-#include "engine/error.h"
+#include "core/error.h"
 
 namespace mirad::test {
 

@@ -12,7 +12,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "engine/backbone.h"
+#include "engine/backbone/backbone.h"
 #include "host/feature_extractor.h"
 #include "host/image.h"
 #include "host/resize.h"

@@ -6,9 +6,9 @@
 #include <map>
 #include <string>
 
-#include "engine/error.h"
-#include "engine/graph.h"
-#include "engine/safetensors.h"
+#include "core/error.h"
+#include "engine/backbone/backbone_graph.h"
+#include "engine/io/safetensors.h"
 
 namespace mirad {
 namespace {

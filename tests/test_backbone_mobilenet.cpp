@@ -11,7 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "engine/backbone.h"
+#include "engine/backbone/backbone.h"
 #include "host/image.h"
 #include "host/resize.h"
 #include "shared_fixtures.h"

@@ -9,7 +9,7 @@
 #include <numeric>
 
 #include "backbone_test_util.h"
-#include "engine/error.h"
+#include "core/error.h"
 #include "kernels/backbone_ops.h"
 
 namespace mirad {

@@ -2,7 +2,7 @@
 // errors propagate; ring sizes 1..4 and ragged last batches.
 #include <gtest/gtest.h>
 
-#include "engine/error.h"
+#include "core/error.h"
 #include "host/batch_streamer.h"
 #include "host/thread_pool.h"
 #include "batch_streamer_test_util.h"

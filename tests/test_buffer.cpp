@@ -3,9 +3,9 @@
 
 #include <type_traits>
 
-#include "engine/buffer.h"
-#include "engine/device.h"
-#include "engine/error.h"
+#include "core/buffer.h"
+#include "core/device.h"
+#include "core/error.h"
 
 using namespace mirad;
 

@@ -1,7 +1,7 @@
 // FeatureCache on a CUDA device: the device tier, and pinned host memory under a small budget.
 #include <gtest/gtest.h>
 
-#include "engine/feature_cache.h"
+#include "engine/backbone/feature_cache.h"
 #include "feature_cache_test_util.h"
 
 using namespace mirad;

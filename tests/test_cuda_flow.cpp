@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "engine/flow.h"
+#include "engine/flow/flow.h"
 #include "flow_test_util.h"
 
 using namespace mirad;

@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/buffer.h"
-#include "engine/device.h"
+#include "core/buffer.h"
+#include "core/device.h"
 #include "kernels/flow_ops_cpu.h"
 #ifdef MIRAD_HAVE_CUDA
 #include "kernels/flow_ops_cuda.h"

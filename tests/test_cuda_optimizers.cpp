@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/buffer.h"
-#include "engine/error.h"
-#include "engine/optimizer.h"
+#include "core/buffer.h"
+#include "core/error.h"
+#include "engine/flow/optimizer.h"
 #ifdef MIRAD_HAVE_CUDA
 #include <cuda_runtime.h>
 #endif

@@ -10,7 +10,7 @@
 #include <tuple>
 #include <vector>
 
-#include "engine/buffer.h"
+#include "core/buffer.h"
 #include "kernels/patch_ops.h"
 
 namespace mirad {

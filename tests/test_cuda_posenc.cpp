@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/buffer.h"
-#include "engine/posenc.h"
+#include "core/buffer.h"
+#include "kernels/posenc.h"
 
 namespace mirad {
 namespace {

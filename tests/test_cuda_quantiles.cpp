@@ -12,10 +12,10 @@
 #include <vector>
 
 #include "expect_error.h"
-#include "engine/buffer.h"
-#include "engine/device.h"
-#include "engine/error.h"
-#include "engine/quantiles.h"
+#include "core/buffer.h"
+#include "core/device.h"
+#include "core/error.h"
+#include "kernels/quantiles.h"
 
 #ifdef MIRAD_HAVE_CUDA
 #include <cuda_runtime.h>

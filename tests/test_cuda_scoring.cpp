@@ -5,7 +5,7 @@
 #include <cmath>
 #include <random>
 
-#include "engine/scoring.h"
+#include "engine/detector/scoring.h"
 #include "scoring_test_util.h"
 
 using namespace mirad;

@@ -7,9 +7,9 @@
 #include <random>
 #include <string>
 
-#include "engine/flow.h"
-#include "engine/patch_bank.h"
-#include "engine/tap_trainer.h"
+#include "engine/flow/flow.h"
+#include "engine/training/patch_bank.h"
+#include "engine/training/tap_trainer.h"
 #include "flow_test_util.h"
 #include "host/episode_scheduler.h"
 

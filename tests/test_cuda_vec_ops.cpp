@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/buffer.h"
+#include "core/buffer.h"
 #include "kernels/vec_ops.h"
 
 namespace mirad {

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "expect_error.h"
-#include "engine/error.h"
+#include "core/error.h"
 #include "host/dataset.h"
 #include "host/image.h"
 #include "host/thread_pool.h"

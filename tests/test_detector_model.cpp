@@ -7,9 +7,9 @@
 #include <fstream>
 #include <set>
 
-#include "engine/detector_model.h"
-#include "engine/file_io.h"
-#include "engine/json_io.h"
+#include "engine/detector/detector_model.h"
+#include "engine/io/file_io.h"
+#include "engine/io/json_io.h"
 #include "expect_error.h"
 #include "host/episode_scheduler.h"
 #include "temp_dir.h"

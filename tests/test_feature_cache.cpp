@@ -3,8 +3,8 @@
 
 #include <numeric>
 
-#include "engine/error.h"
-#include "engine/feature_cache.h"
+#include "core/error.h"
+#include "engine/backbone/feature_cache.h"
 #include "feature_cache_test_util.h"
 
 using namespace mirad;

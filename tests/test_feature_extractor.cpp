@@ -6,9 +6,9 @@
 #include <fstream>
 #include <random>
 
-#include "engine/backbone.h"
-#include "engine/error.h"
-#include "engine/safetensors.h"
+#include "engine/backbone/backbone.h"
+#include "core/error.h"
+#include "engine/io/safetensors.h"
 #include "host/feature_extractor.h"
 #include "host/image.h"
 #include "host/resize.h"

@@ -4,8 +4,8 @@
 
 #include <fstream>
 
-#include "engine/error.h"
-#include "engine/file_io.h"
+#include "core/error.h"
+#include "engine/io/file_io.h"
 #include "temp_dir.h"
 
 using namespace mirad;

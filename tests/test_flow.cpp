@@ -4,8 +4,8 @@
 
 #include <cmath>
 
-#include "engine/error.h"
-#include "engine/flow.h"
+#include "core/error.h"
+#include "engine/flow/flow.h"
 #include "flow_test_util.h"
 
 using namespace mirad;

@@ -8,8 +8,8 @@
 #include <map>
 #include <string>
 
-#include "engine/flow.h"
-#include "engine/threads.h"
+#include "engine/flow/flow.h"
+#include "core/threads.h"
 #include "kernels/flow_ops_cpu.h"
 #include "expect_error.h"
 #include "flow_test_util.h"
@@ -218,7 +218,7 @@ TEST(FlowApi, PrecisionIsCheckedAndTheCpuStaysFp32) {
 //  - 1 and 2 threads agree to kThreadTolerance, each output part measured by its normalised
 //    error max|a - b| / max|a|.
 // Training never relies on the second: every training job runs single-threaded BLAS whatever
-// --threads says (engine/refinement.cpp, run_jobs), which Refinement.SameResultsForAnyWorker...
+// --threads says (engine/detector/refinement.cpp, run_jobs), which Refinement.SameResultsForAnyWorker...
 // checks. Scoring in predict/eval uses the budget, so its scores carry this tolerance.
 // kThreadTolerance: measured over 3 seeds on every forced CPU kernel path of tools/cpu_paths.sh
 // (OpenBLAS Cooperlake (native on an EPYC Zen 4), Haswell, Zen, SkylakeX, Sandybridge): only

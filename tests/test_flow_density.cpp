@@ -5,8 +5,8 @@
 #include <cmath>
 #include <random>
 
-#include "engine/flow.h"
-#include "engine/optimizer.h"
+#include "engine/flow/flow.h"
+#include "engine/flow/optimizer.h"
 
 using namespace mirad;
 

@@ -6,9 +6,9 @@
 
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/flow.h"
-#include "engine/maml.h"
+#include "core/error.h"
+#include "engine/flow/flow.h"
+#include "engine/training/maml.h"
 #include "flow_test_util.h"
 
 using namespace mirad;

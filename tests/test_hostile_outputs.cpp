@@ -1,5 +1,5 @@
 // Issue 13, the second probe's output findings: model folders that held a person's files, a
-// model whose backbone.std had a 0, and the staged output folders (engine/output_dir.h) that
+// model whose backbone.std had a 0, and the staged output folders (engine/io/output_dir.h) that
 // keep a killed run from leaving a half output or a temporary forever. The model tests failed
 // on the code before the fix; StagedDir is the fix's own interface.
 #include <gtest/gtest.h>
@@ -11,10 +11,10 @@
 #include <fstream>
 #include <string>
 
-#include "engine/detector_model.h"
-#include "engine/file_io.h"
-#include "engine/json_io.h"
-#include "engine/output_dir.h"
+#include "engine/detector/detector_model.h"
+#include "engine/io/file_io.h"
+#include "engine/io/json_io.h"
+#include "engine/io/output_dir.h"
 #include "expect_error.h"
 #include "fuzz/fixtures.h"
 #include "temp_dir.h"

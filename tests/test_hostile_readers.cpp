@@ -19,11 +19,11 @@
 #include <vector>
 
 #include "backbone_test_util.h"
-#include "engine/error.h"
-#include "engine/file_io.h"
-#include "engine/graph.h"
-#include "engine/json_io.h"
-#include "engine/safetensors.h"
+#include "core/error.h"
+#include "engine/io/file_io.h"
+#include "engine/backbone/backbone_graph.h"
+#include "engine/io/json_io.h"
+#include "engine/io/safetensors.h"
 #include "expect_error.h"
 #include "host/contamination.h"
 #include "host/dataset.h"

@@ -14,14 +14,14 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/file_io.h"
-#include "engine/json_io.h"
-#include "engine/safetensors.h"
+#include "core/error.h"
+#include "engine/io/file_io.h"
+#include "engine/io/json_io.h"
+#include "engine/io/safetensors.h"
 #include "expect_error.h"
 #include "host/contamination.h"
 #include "host/dataset.h"
-#include "host/synth.h"
+#include "tools/synth/synth.h"
 #include "host/thread_pool.h"
 #include "temp_dir.h"
 

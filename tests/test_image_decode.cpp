@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "expect_error.h"
-#include "engine/error.h"
-#include "engine/file_io.h"
+#include "core/error.h"
+#include "engine/io/file_io.h"
 #include "host/image.h"
 #include "host/thread_pool.h"
 

@@ -5,8 +5,8 @@
 
 #include <cmath>
 
-#include "engine/maml.h"
-#include "engine/tap_trainer.h"
+#include "engine/training/maml.h"
+#include "engine/training/tap_trainer.h"
 #include "flow_test_util.h"
 #include "host/episode_scheduler.h"
 

@@ -10,8 +10,8 @@
 #include <random>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/metrics.h"
+#include "core/error.h"
+#include "engine/detector/metrics.h"
 #include "expect_error.h"
 
 namespace mirad::metrics {

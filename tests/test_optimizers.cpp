@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "expect_error.h"
-#include "engine/error.h"
-#include "engine/optimizer.h"
+#include "core/error.h"
+#include "engine/flow/optimizer.h"
 
 namespace mirad {
 namespace {

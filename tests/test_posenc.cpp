@@ -8,8 +8,8 @@
 #include <set>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/posenc.h"
+#include "core/error.h"
+#include "kernels/posenc.h"
 
 namespace mirad {
 namespace {

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "expect_error.h"
-#include "engine/error.h"
-#include "engine/quantiles.h"
+#include "core/error.h"
+#include "kernels/quantiles.h"
 
 namespace mirad {
 namespace {

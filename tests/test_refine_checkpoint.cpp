@@ -14,8 +14,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/file_io.h"
-#include "engine/refinement.h"
+#include "engine/io/file_io.h"
+#include "engine/detector/refinement.h"
 #include "expect_error.h"
 #include "fuzz/fixtures.h"
 #include "temp_dir.h"

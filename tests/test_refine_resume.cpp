@@ -1,6 +1,6 @@
 // Resuming refinement from every round's checkpoint, in the modes Refinement's own resume test
 // does not cover (soft weights, a person's keep/reject review, two taps, cross-fit with a
-// baseline): the state checks of engine/refine_resume.cpp must accept every state a real run
+// baseline): the state checks of engine/detector/refine_resume.cpp must accept every state a real run
 // writes, and the resumed run must end bit for bit where an uninterrupted one does. Then one
 // edit per derived field is refused (issue 13, findings 1 and 14).
 #include <gtest/gtest.h>
@@ -10,7 +10,7 @@
 #include <functional>
 #include <random>
 
-#include "engine/refinement.h"
+#include "engine/detector/refinement.h"
 #include "expect_error.h"
 #include "host/episode_scheduler.h"
 #include "temp_dir.h"

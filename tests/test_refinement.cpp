@@ -9,8 +9,8 @@
 #include <random>
 #include <set>
 
-#include "engine/refinement.h"
-#include "engine/threads.h"
+#include "engine/detector/refinement.h"
+#include "core/threads.h"
 #include "host/episode_scheduler.h"
 #include "temp_dir.h"
 

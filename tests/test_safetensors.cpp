@@ -14,8 +14,8 @@
 #include <string>
 
 #include "temp_dir.h"
-#include "engine/error.h"
-#include "engine/safetensors.h"
+#include "core/error.h"
+#include "engine/io/safetensors.h"
 
 namespace fs = std::filesystem;
 

@@ -5,8 +5,8 @@
 #include <cmath>
 #include <random>
 
-#include "engine/rejection.h"
-#include "engine/scoring.h"
+#include "engine/detector/rejection.h"
+#include "engine/detector/scoring.h"
 #include "expect_error.h"
 #include "scoring_test_util.h"
 

@@ -10,12 +10,12 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "engine/error.h"
+#include "core/error.h"
 #include "host/dataset.h"
-#include "engine/file_io.h"
+#include "engine/io/file_io.h"
 #include "host/image.h"
-#include "host/synth.h"
-#include "host/synth_baseline.h"
+#include "tools/synth/synth.h"
+#include "tools/synth/synth_baseline.h"
 #include "host/thread_pool.h"
 
 namespace fs = std::filesystem;

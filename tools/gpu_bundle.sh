@@ -19,8 +19,8 @@ done
 strip "$stage"/bin/* 2>/dev/null || true
 # Carry every shared library except glibc's, the C++ runtime and CUDA's own (the device has
 # its own CUDA 13 runtime, matched to its driver).
-cp -L build-gpu/libmirad_core.so "$stage/lib/"
-for bin in "$stage"/bin/* "$stage"/lib/libmirad_core.so; do
+cp -L build-gpu/libmirad_*.so "$stage/lib/"
+for bin in "$stage"/bin/* "$stage"/lib/libmirad_*.so; do
   LD_LIBRARY_PATH=build-gpu ldd "$bin" | awk '/=> \//{print $3}'
 done | sort -u | grep -v -E '/(libc|libm|libdl|libpthread|librt|libstdc\+\+|libgcc_s|libcuda|libcudart|libcublas|libcublasLt|libcudnn[^/]*)\.so' \
   | while read -r lib; do cp -L "$lib" "$stage/lib/"; done

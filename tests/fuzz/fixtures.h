@@ -7,9 +7,9 @@
 #include <filesystem>
 #include <string>
 
-#include "engine/detector_model.h"
-#include "engine/flow_config.h"
-#include "engine/refinement.h"
+#include "engine/detector/detector_model.h"
+#include "engine/flow/flow_config.h"
+#include "engine/detector/refinement.h"
 #include "host/dataset.h"
 
 namespace mirad::fuzz {

@@ -8,8 +8,8 @@
 
 #include <optional>
 
-#include "engine/file_io.h"
-#include "engine/sha256.h"
+#include "engine/io/file_io.h"
+#include "engine/io/sha256.h"
 #include "fixtures.h"
 #include "fuzz_util.h"
 

@@ -3,8 +3,8 @@
 // own to_json() to the same JSON, and its derived quantities must be computable.
 #include <optional>
 
-#include "engine/detector_config.h"
-#include "engine/json_io.h"
+#include "engine/config/detector_config.h"
+#include "engine/io/json_io.h"
 #include "fuzz_util.h"
 
 using namespace mirad;

@@ -4,9 +4,9 @@
 // input_shape) and, when its activations stay small, run on the CPU backend.
 #include <optional>
 
-#include "engine/backbone.h"
-#include "engine/graph.h"
-#include "engine/safetensors.h"
+#include "engine/backbone/backbone.h"
+#include "engine/backbone/backbone_graph.h"
+#include "engine/io/safetensors.h"
 #include "fuzz_util.h"
 
 using namespace mirad;

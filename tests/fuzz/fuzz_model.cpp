@@ -5,8 +5,8 @@
 // configs get past the digest check. A model that loads must save and load again.
 #include <optional>
 
-#include "engine/file_io.h"
-#include "engine/sha256.h"
+#include "engine/io/file_io.h"
+#include "engine/io/sha256.h"
 #include "fixtures.h"
 #include "fuzz_util.h"
 

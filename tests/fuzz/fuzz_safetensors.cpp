@@ -3,7 +3,7 @@
 #include <cstring>
 #include <optional>
 
-#include "engine/safetensors.h"
+#include "engine/io/safetensors.h"
 #include "fuzz_util.h"
 
 using namespace mirad;

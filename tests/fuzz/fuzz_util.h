@@ -17,7 +17,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "engine/error.h"
+#include "core/error.h"
 
 namespace mirad::fuzz {
 

@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <string>
 
-#include "engine/file_io.h"
-#include "engine/sha256.h"
+#include "engine/io/file_io.h"
+#include "engine/io/sha256.h"
 #include "fixtures.h"
 #include "fuzz_util.h"
 #include "host/contamination.h"

@@ -7,8 +7,8 @@
 #include <fstream>
 #include <string>
 
-#include "engine/safetensors.h"
-#include "engine/refinement.h"
+#include "engine/io/safetensors.h"
+#include "engine/detector/refinement.h"
 #include "expect_error.h"
 #include "fixtures.h"
 #include "host/contamination.h"

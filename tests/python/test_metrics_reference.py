@@ -4,7 +4,7 @@
 - AUROC (image and pixel): scikit-learn's roc_auc_score.
 - F1-max: scikit-learn's precision_recall_curve, and a brute force over exact fractions for
   the threshold rule; F1 at a threshold, cleaning metrics: sklearn's precision/recall/f1_score
-  with zero_division=1 (which matches the conventions of engine/metrics.h).
+  with zero_division=1 (which matches the conventions of engine/detector/metrics.h).
 - Components: scipy.ndimage.label with a 3x3 structure of ones (8-connectivity).
 - AUPRO: written here by another algorithm than the C++ sweep: every distinct score is a
   threshold, each component's and the good pixels' counts above it come from binary searches

@@ -23,8 +23,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/metrics.h"
+#include "core/error.h"
+#include "engine/detector/metrics.h"
 
 namespace {
 

@@ -9,8 +9,8 @@
 #include <map>
 #include <random>
 
-#include "engine/backbone.h"
-#include "engine/safetensors.h"
+#include "engine/backbone/backbone.h"
+#include "engine/io/safetensors.h"
 
 using namespace mirad;
 namespace fs = std::filesystem;

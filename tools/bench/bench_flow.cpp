@@ -4,7 +4,7 @@
 
 #include <random>
 
-#include "engine/flow.h"
+#include "engine/flow/flow.h"
 #include "kernels/flow_ops_cpu.h"
 #ifdef MIRAD_HAVE_CUDA
 #include "kernels/flow_ops_cuda.h"

@@ -9,9 +9,9 @@
 #include <chrono>
 #include <random>
 
-#include "engine/cuda_graph.h"
-#include "engine/patch_bank.h"
-#include "engine/tap_trainer.h"
+#include "engine/training/cuda_graph.h"
+#include "engine/training/patch_bank.h"
+#include "engine/training/tap_trainer.h"
 #include "tools/bench/random_bank.h"
 #include "kernels/flow_ops_cpu.h"
 #ifdef MIRAD_HAVE_CUDA

@@ -6,8 +6,8 @@
 #include <random>
 #include <vector>
 
-#include "engine/buffer.h"
-#include "engine/device.h"
+#include "core/buffer.h"
+#include "core/device.h"
 #include "kernels/map_ops.h"
 #include "kernels/vec_ops.h"
 

@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/buffer.h"
-#include "engine/optimizer.h"
+#include "core/buffer.h"
+#include "engine/flow/optimizer.h"
 
 namespace {
 

@@ -6,9 +6,9 @@
 #include <random>
 #include <vector>
 
-#include "engine/buffer.h"
-#include "engine/device.h"
-#include "engine/quantiles.h"
+#include "core/buffer.h"
+#include "core/device.h"
+#include "kernels/quantiles.h"
 
 namespace {
 

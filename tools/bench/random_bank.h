@@ -7,7 +7,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/patch_bank.h"
+#include "engine/training/patch_bank.h"
 
 namespace mirad::bench {
 

@@ -15,7 +15,7 @@
 #include <string>
 #include <type_traits>
 
-#include "engine/threads.h"
+#include "core/threads.h"
 
 namespace mirad::cli {
 

@@ -16,12 +16,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
+#include "core/error.h"
 #include "host/contamination.h"
 #include "host/dataset.h"
 #include "host/detector_job.h"
 #include "host/evaluation.h"
-#include "host/synth.h"
+#include "tools/synth/synth.h"
 #include "host/thread_pool.h"
 #include "tools/cli/cli_checks.h"
 #include "tools/cli/job_common.h"

@@ -12,11 +12,11 @@
 #include <set>
 #include <sstream>
 
-#include "engine/error.h"
-#include "engine/file_io.h"
-#include "engine/json_io.h"
-#include "engine/safetensors.h"
-#include "engine/sha256.h"
+#include "core/error.h"
+#include "engine/io/file_io.h"
+#include "engine/io/json_io.h"
+#include "engine/io/safetensors.h"
+#include "engine/io/sha256.h"
 #include "host/detector_job.h"
 #include "host/feature_extractor.h"
 #include "tools/cli/cli_checks.h"

@@ -9,9 +9,9 @@
 #include <cstring>
 #include <mutex>
 
-#include "engine/error.h"
-#include "engine/file_io.h"
-#include "engine/json_io.h"
+#include "core/error.h"
+#include "engine/io/file_io.h"
+#include "engine/io/json_io.h"
 #include "host/feature_extractor.h"
 #include "tools/cli/cli_checks.h"
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/detector_config.h"
+#include "engine/config/detector_config.h"
 #include "host/contamination.h"
 #include "host/dataset.h"
 #include "host/detector_job.h"

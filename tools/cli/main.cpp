@@ -2,8 +2,8 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
-#include "engine/device.h"
-#include "engine/error.h"
+#include "core/device.h"
+#include "core/error.h"
 #include "tools/cli/bench.h"
 #include "tools/cli/contaminate.h"
 #include "tools/cli/demo.h"

@@ -7,12 +7,12 @@
 #include <memory>
 #include <optional>
 
-#include "engine/device.h"
-#include "engine/error.h"
+#include "core/device.h"
+#include "core/error.h"
 #include "kernels/vec_math.h"
-#include "engine/file_io.h"
-#include "engine/json_io.h"
-#include "engine/output_dir.h"
+#include "engine/io/file_io.h"
+#include "engine/io/json_io.h"
+#include "engine/io/output_dir.h"
 #include "host/evaluation.h"
 #include "host/feature_extractor.h"
 #include "host/heatmap.h"

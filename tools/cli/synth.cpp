@@ -7,10 +7,10 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
+#include "core/error.h"
 #include "host/dataset.h"
-#include "host/synth.h"
-#include "host/synth_baseline.h"
+#include "tools/synth/synth.h"
+#include "tools/synth/synth_baseline.h"
 #include "host/thread_pool.h"
 #include "tools/cli/cli_checks.h"
 #include "tools/cli/progress.h"

@@ -10,10 +10,10 @@
 #include <optional>
 #include <set>
 
-#include "engine/error.h"
-#include "engine/file_io.h"
-#include "engine/json_io.h"
-#include "engine/output_dir.h"
+#include "core/error.h"
+#include "engine/io/file_io.h"
+#include "engine/io/json_io.h"
+#include "engine/io/output_dir.h"
 #include "host/heatmap.h"
 #include "host/image.h"
 #include "tools/cli/cli_checks.h"

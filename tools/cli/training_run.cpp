@@ -7,10 +7,10 @@
 #include <cstdio>
 #include <set>
 
-#include "engine/error.h"
-#include "engine/file_io.h"
-#include "engine/json_io.h"
-#include "engine/metrics.h"
+#include "core/error.h"
+#include "engine/io/file_io.h"
+#include "engine/io/json_io.h"
+#include "engine/detector/metrics.h"
 
 namespace mirad::cli {
 
