@@ -1,5 +1,7 @@
 // Where ../shared (reference weights and photos) is: MIRAD_SHARED if set, else beside the
-// checkout, found from this file's path since ctest runs tests from the build folder.
+// checkout. The checkout is MIRAD_SOURCE_DIR, which CMake defines for every test program:
+// __FILE__ would do only while the compiler sees absolute paths, and a compiler cache with a
+// base folder (ccache's CCACHE_BASEDIR) rewrites them to relative ones.
 #pragma once
 
 #include <cstdlib>
@@ -7,18 +9,16 @@
 
 namespace mirad::test {
 
+inline std::filesystem::path source_root() { return MIRAD_SOURCE_DIR; }
+
 inline std::filesystem::path shared_root() {
   if (const char* env = std::getenv("MIRAD_SHARED"); env && *env) return env;
-  return std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "shared";
+  return source_root().parent_path() / "shared";
 }
 
 // The reference MobileNetV2 (graph.json + weights.safetensors), when ../shared has it.
 inline std::filesystem::path mobilenet_v2_dir() {
   return shared_root() / "weights" / "mobilenet_v2_imagenet";
-}
-
-inline std::filesystem::path source_root() {
-  return std::filesystem::path(__FILE__).parent_path().parent_path();
 }
 
 }  // namespace mirad::test

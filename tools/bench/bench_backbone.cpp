@@ -21,7 +21,7 @@ fs::path mobilenet_dir() {
   const char* env = std::getenv("MIRAD_SHARED");
   const fs::path shared =
       env ? fs::path(env)
-          : fs::path(__FILE__).parent_path().parent_path().parent_path().parent_path() / "shared";
+          : fs::path(MIRAD_SOURCE_DIR).parent_path() / "shared";
   return shared / "weights" / "mobilenet_v2_imagenet";
 }
 
