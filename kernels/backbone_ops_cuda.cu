@@ -2,12 +2,6 @@
 // activation, add, activations, pooling, softmax) over the math in kernels/backbone_ops.h;
 // each has a CPU reference in kernels/backbone_ops_cpu.cpp.
 
-// fmt 9 turns constexpr off under nvcc yet keeps its consteval format-string check, which then
-// fails in core/error.h; g++ units have it on, so this matches them (as the other .cu files).
-#ifndef FMT_USE_CONSTEXPR
-#define FMT_USE_CONSTEXPR 1
-#endif
-
 #include <algorithm>
 
 #include "core/cuda_error.h"

@@ -2,12 +2,6 @@
 // in FP16 or BF16, math in float32, one round-to-nearest-even on store. Each has a CPU reference
 // in kernels/backbone_ops_half_cpu.cpp.
 
-// fmt 9 turns constexpr off under nvcc yet keeps its consteval format-string check, which then
-// fails in core/error.h; g++ units have it on, so this matches them (as the other .cu files).
-#ifndef FMT_USE_CONSTEXPR
-#define FMT_USE_CONSTEXPR 1
-#endif
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 

@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "core/cuda_error.h"
+#include "core/cuda_launch.cuh"
 #include "kernels/coupling_math.h"
 #include "kernels/flow_ops_cuda.h"
 
@@ -31,17 +32,16 @@ constexpr int64_t kMaxChunks = 1024;
 // batch each thread has one load in flight, too few to cover HBM latency.
 constexpr int kBatch = 4;
 
-cudaStream_t to_cuda(Stream s) {
-  return static_cast<cudaStream_t>(s.handle);
-}
+using cuda::to_cuda;
+using cuda::warp_sum;
 
 // ---------------------------------------------------------------------------------------------
-// Per-device facts, looked up once: the SM count sizes grids, and a private stream-ordered pool
-// provides the partial-sum scratch of two-stage reductions without a cudaMalloc per call.
+// Per-device facts, looked up once: a private stream-ordered pool provides the partial-sum
+// scratch of two-stage reductions without a cudaMalloc per call. (The SM count that sizes grids
+// is core/cuda_launch.cuh's cached one.)
 
 struct DeviceInfo {
   bool ready = false;
-  int n_sms = 0;
   cudaMemPool_t pool = nullptr;  // null where the device has no memory-pool support
 };
 
@@ -56,7 +56,6 @@ DeviceInfo device_info() {
   std::lock_guard<std::mutex> lock(mu);
   DeviceInfo& info = infos[dev];
   if (info.ready) return info;
-  CUDA_CHECK_THROW(cudaDeviceGetAttribute(&info.n_sms, cudaDevAttrMultiProcessorCount, dev));
   int pools_supported = 0;
   CUDA_CHECK_THROW(cudaDeviceGetAttribute(&pools_supported, cudaDevAttrMemoryPoolsSupported, dev));
   if (pools_supported) {
@@ -78,9 +77,7 @@ DeviceInfo device_info() {
 // Grid for a grid-stride loop over n_items with items_per_block per block: enough blocks to
 // fill every SM (8 x 256 threads each) and no more, so huge sizes loop instead of over-launching.
 unsigned grid_for(int64_t n_items, int64_t items_per_block) {
-  const int64_t cap = static_cast<int64_t>(device_info().n_sms) * 8;
-  const int64_t want = (n_items + items_per_block - 1) / items_per_block;
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min(want, cap)));
+  return static_cast<unsigned>(cuda::grid_per_sm(n_items, items_per_block, 8));
 }
 
 // Stream-ordered scratch from the private pool: allocated and freed on `stream`, so the memory
@@ -110,12 +107,6 @@ __device__ __forceinline__ int64_t global_thread() {
 }
 __device__ __forceinline__ int64_t grid_threads() {
   return static_cast<int64_t>(gridDim.x) * blockDim.x;
-}
-
-// Butterfly sum: every lane ends with the warp total, in an order fixed by the lane pattern.
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int off = kWarp / 2; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  return v;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -502,7 +493,7 @@ void launch_col_reduce(const Op& op, int64_t N, int64_t W, cudaStream_t stream) 
   if (W == 0) return;
   const DeviceInfo info = device_info();
   const int64_t col_tiles = (W + kTileCols - 1) / kTileCols;
-  const int64_t target_blocks = 4 * static_cast<int64_t>(info.n_sms);
+  const int64_t target_blocks = 4 * static_cast<int64_t>(cuda::sm_count());
   int64_t n_chunks = std::min((target_blocks + col_tiles - 1) / col_tiles,
                               (N + kMinRowsPerChunk - 1) / kMinRowsPerChunk);
   n_chunks = std::clamp<int64_t>(n_chunks, 1, kMaxChunks);

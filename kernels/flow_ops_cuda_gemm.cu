@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "core/cuda_error.h"
+#include "core/cuda_launch.cuh"
 #include "kernels/flow_ops_cuda.h"
 
 namespace mirad {
@@ -42,9 +43,7 @@ namespace {
 cublasHandle_t to_cublas(void* h) {
   return static_cast<cublasHandle_t>(h);
 }
-cudaStream_t to_cuda(Stream s) {
-  return static_cast<cudaStream_t>(s.handle);
-}
+using cuda::to_cuda;
 
 }  // namespace
 

@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "core/cuda_error.h"
+#include "core/cuda_launch.cuh"
 #include "kernels/map_ops.h"
 
 namespace mirad::mapops {
@@ -21,25 +22,12 @@ constexpr int kShortRowThreads = 256;
 constexpr int64_t kLongRow = 8192;
 constexpr int kRadixBins = 256;  // 8 bits per select pass, 4 passes over a 32-bit key
 
-cudaStream_t raw(Stream s) {
-  return static_cast<cudaStream_t>(s.handle);
-}
+using cuda::first_index;
+using cuda::grid_stride;
+using cuda::to_cuda;
 
-// Enough resident blocks to fill the device; grid-stride loops cover the rest.
-int grid_for(int64_t n) {
-  int device = 0, sms = 0;
-  CUDA_CHECK_THROW(cudaGetDevice(&device));
-  CUDA_CHECK_THROW(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int64_t wanted = (n + kBlock - 1) / kBlock;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, int64_t(sms) * 16)));
-}
-
-__device__ __forceinline__ int64_t first_index() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t grid_stride() {
-  return int64_t(blockDim.x) * gridDim.x;
-}
+// Up to 16 resident blocks per SM; grid-stride loops cover the rest.
+int grid_for(int64_t n) { return cuda::grid_per_sm(n, kBlock, 16); }
 
 // ---- resize ----
 
@@ -275,13 +263,13 @@ __global__ void accumulate_kernel(int64_t n, float w, const float* __restrict__ 
 void standardize_cuda(int64_t n, const float* in, double median, double iqr, float* out,
                       Stream stream) {
   if (n == 0) return;
-  standardize_kernel<<<grid_for(n), kBlock, 0, raw(stream)>>>(n, in, median, iqr, out);
+  standardize_kernel<<<grid_for(n), kBlock, 0, to_cuda(stream)>>>(n, in, median, iqr, out);
   CUDA_CHECK_LAUNCH();
 }
 
 void accumulate_cuda(int64_t n, float w, const float* in, float* acc, Stream stream) {
   if (n == 0) return;
-  accumulate_kernel<<<grid_for(n), kBlock, 0, raw(stream)>>>(n, w, in, acc);
+  accumulate_kernel<<<grid_for(n), kBlock, 0, to_cuda(stream)>>>(n, w, in, acc);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -289,7 +277,7 @@ void resize_bilinear_cuda(int64_t n, int64_t h, int64_t w, const float* in, int6
                           float* out, Stream stream) {
   const int64_t total = n * oh * ow;
   if (total == 0) return;
-  resize_bilinear_kernel<<<grid_for(total), kBlock, 0, raw(stream)>>>(total, h, w, in, oh, ow, out);
+  resize_bilinear_kernel<<<grid_for(total), kBlock, 0, to_cuda(stream)>>>(total, h, w, in, oh, ow, out);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -302,19 +290,19 @@ void gaussian_blur_cuda(int64_t n, int64_t h, int64_t w, float sigma, const floa
   // One allocation: the vertical pass's output, then the taps (256-byte aligned).
   const std::size_t map_bytes = (static_cast<std::size_t>(total) * sizeof(float) + 255) / 256 * 256;
   AsyncScratch scratch(map_bytes + static_cast<std::size_t>(radius + 1) * sizeof(float),
-                       raw(stream));
+                       to_cuda(stream));
   auto* tmp = static_cast<float*>(scratch.ptr);
   auto* taps = reinterpret_cast<float*>(static_cast<char*>(scratch.ptr) + map_bytes);
 
-  gaussian_taps_kernel<<<grid_for(radius + 1), kBlock, 0, raw(stream)>>>(
+  gaussian_taps_kernel<<<grid_for(radius + 1), kBlock, 0, to_cuda(stream)>>>(
       radius, sd, gaussian_norm(radius, sd), taps);
   CUDA_CHECK_LAUNCH();
   // Vertical into scratch, horizontal into out: in == out is safe.
   gaussian_pass_kernel<true>
-      <<<grid_for(total), kBlock, 0, raw(stream)>>>(total, h, w, radius, taps, in, tmp);
+      <<<grid_for(total), kBlock, 0, to_cuda(stream)>>>(total, h, w, radius, taps, in, tmp);
   CUDA_CHECK_LAUNCH();
   gaussian_pass_kernel<false>
-      <<<grid_for(total), kBlock, 0, raw(stream)>>>(total, h, w, radius, taps, tmp, out);
+      <<<grid_for(total), kBlock, 0, to_cuda(stream)>>>(total, h, w, radius, taps, tmp, out);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -325,10 +313,10 @@ void row_topk_mean_cuda(int64_t rows, int64_t cols, int64_t k, const float* in, 
   const int blocks = static_cast<int>(std::min<int64_t>(rows, int64_t(1) << 20));
   if (cols >= kLongRow)
     row_topk_mean_kernel<kLongRowThreads>
-        <<<blocks, kLongRowThreads, 0, raw(stream)>>>(rows, cols, k, in, topk_mean, mean);
+        <<<blocks, kLongRowThreads, 0, to_cuda(stream)>>>(rows, cols, k, in, topk_mean, mean);
   else
     row_topk_mean_kernel<kShortRowThreads>
-        <<<blocks, kShortRowThreads, 0, raw(stream)>>>(rows, cols, k, in, topk_mean, mean);
+        <<<blocks, kShortRowThreads, 0, to_cuda(stream)>>>(rows, cols, k, in, topk_mean, mean);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "core/cuda_error.h"
+#include "core/cuda_launch.cuh"
 #include "kernels/optim_math.h"
 
 namespace mirad::optim {
@@ -11,15 +12,9 @@ namespace {
 
 constexpr int kBlock = 256;  // a multiple of the warp size: the count kernel relies on it
 
-// Enough resident blocks to saturate memory bandwidth; the grid-stride loop covers the rest,
-// so huge buffers do not pay for launching millions of blocks.
-int grid_for(int64_t n) {
-  int device = 0, sms = 0;
-  CUDA_CHECK_THROW(cudaGetDevice(&device));
-  CUDA_CHECK_THROW(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int64_t wanted = (n + kBlock - 1) / kBlock;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, int64_t(sms) * 8)));
-}
+// Up to 8 resident blocks per SM saturate memory bandwidth; the grid-stride loop covers the
+// rest, so huge buffers do not pay for launching millions of blocks.
+int grid_for(int64_t n) { return cuda::grid_per_sm(n, kBlock, 8); }
 
 __device__ __forceinline__ bool gate_closed(const unsigned long long* gate) {
   return gate != nullptr && gate[0] != 0;

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/cuda_error.h"
+#include "core/cuda_launch.cuh"
 #include "kernels/patch_ops.h"
 
 namespace mirad::patchops {
@@ -14,29 +15,13 @@ constexpr int kBlock = 256;
 constexpr int kTile = 32;     // transpose tile: 32 x 32 floats
 constexpr int kTileRows = 8;  // threads per tile column: each thread moves 4 entries
 
-cudaStream_t raw(Stream s) {
-  return static_cast<cudaStream_t>(s.handle);
-}
+using cuda::first_index;
+using cuda::grid_stride;
+using cuda::to_cuda;
 
-int sm_count() {
-  int device = 0, sms = 0;
-  CUDA_CHECK_THROW(cudaGetDevice(&device));
-  CUDA_CHECK_THROW(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return sms;
-}
-
-// Enough resident blocks to fill the device; grid-stride loops cover the rest.
+// Up to 16 resident blocks per SM; grid-stride loops cover the rest.
 int grid_for(int64_t work_items, int per_block) {
-  const int64_t wanted = (work_items + per_block - 1) / per_block;
-  return static_cast<int>(
-      std::max<int64_t>(1, std::min<int64_t>(wanted, int64_t(sm_count()) * 16)));
-}
-
-__device__ __forceinline__ int64_t first_index() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t grid_stride() {
-  return int64_t(blockDim.x) * gridDim.x;
+  return cuda::grid_per_sm(work_items, per_block, 16);
 }
 
 // Tiles are numbered over (image, channel tile, position tile) and walked grid-stride, so no
@@ -102,8 +87,8 @@ void chw_to_rows_cuda(int64_t n, int64_t C, int64_t HW, const float* in, float* 
                       Stream stream) {
   if (n == 0) return;
   const int64_t n_tiles = n * ((C + kTile - 1) / kTile) * ((HW + kTile - 1) / kTile);
-  const int blocks = static_cast<int>(std::min<int64_t>(n_tiles, int64_t(sm_count()) * 32));
-  chw_to_rows_kernel<<<blocks, dim3(kTile, kTileRows), 0, raw(stream)>>>(n, C, HW, in, out);
+  const int blocks = static_cast<int>(std::min<int64_t>(n_tiles, int64_t(cuda::sm_count()) * 32));
+  chw_to_rows_kernel<<<blocks, dim3(kTile, kTileRows), 0, to_cuda(stream)>>>(n, C, HW, in, out);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -112,7 +97,7 @@ void gather_rows_cuda(int64_t m, const int64_t* idx, const float* X, int64_t C, 
                       unsigned long long* invalid_count, Stream stream) {
   if (m == 0) return;
   const int64_t work = m * std::max(C, out_c ? Cc : int64_t(0));
-  gather_rows_kernel<<<grid_for(work, kBlock), kBlock, 0, raw(stream)>>>(
+  gather_rows_kernel<<<grid_for(work, kBlock), kBlock, 0, to_cuda(stream)>>>(
       m, idx, X, C, n_rows, P, HW, Cc, out_x, out_c, invalid_count);
   CUDA_CHECK_LAUNCH();
 }
@@ -121,7 +106,7 @@ void repeat_rows_cuda(int64_t n, int64_t HW, int64_t Cc, const float* P, float* 
                       Stream stream) {
   const int64_t total = n * HW * Cc;
   if (total == 0) return;
-  repeat_rows_kernel<<<grid_for(total, kBlock), kBlock, 0, raw(stream)>>>(total, HW * Cc, P, out);
+  repeat_rows_kernel<<<grid_for(total, kBlock), kBlock, 0, to_cuda(stream)>>>(total, HW * Cc, P, out);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "core/cuda_error.h"
+#include "core/cuda_launch.cuh"
 #include "kernels/vec_ops.h"
 
 namespace mirad::vec {
@@ -16,27 +17,13 @@ namespace {
 constexpr int kBlock = 256;  // a multiple of the warp size: the count kernel relies on it
 static_assert(kDotThreads == 256 && kDotBlocks == 1024, "the dot reductions assume these sizes");
 
-cudaStream_t raw(Stream s) {
-  return static_cast<cudaStream_t>(s.handle);
-}
+using cuda::first_index;
+using cuda::grid_stride;
+using cuda::to_cuda;
 
-// Enough resident blocks to saturate memory bandwidth; the grid-stride loop covers the rest,
-// so a vector past 2^31 entries does not need a grid past the launch limits.
-int grid_for(int64_t n) {
-  int device = 0, sms = 0;
-  CUDA_CHECK_THROW(cudaGetDevice(&device));
-  CUDA_CHECK_THROW(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int64_t wanted = (n + kBlock - 1) / kBlock;
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(wanted, int64_t(sms) * 8)));
-}
-
-// All indices are 64-bit: blockIdx.x * blockDim.x alone would wrap at 2^31 entries.
-__device__ __forceinline__ int64_t first_index() {
-  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-}
-__device__ __forceinline__ int64_t grid_stride() {
-  return int64_t(blockDim.x) * gridDim.x;
-}
+// Up to 8 resident blocks per SM saturate memory bandwidth; the grid-stride loop covers the
+// rest, so a vector past 2^31 entries does not need a grid past the launch limits.
+int grid_for(int64_t n) { return cuda::grid_per_sm(n, kBlock, 8); }
 
 __global__ void axpy_kernel(int64_t n, float a, const float* x, float* y) {
   // x and y may alias (axpy(x, x)), so no __restrict__ here or below.
@@ -107,31 +94,31 @@ __global__ void count_nonfinite_kernel(int64_t n, const float* x, unsigned long 
 
 void axpy_cuda(int64_t n, float a, const float* x, float* y, Stream stream) {
   if (n == 0) return;
-  axpy_kernel<<<grid_for(n), kBlock, 0, raw(stream)>>>(n, a, x, y);
+  axpy_kernel<<<grid_for(n), kBlock, 0, to_cuda(stream)>>>(n, a, x, y);
   CUDA_CHECK_LAUNCH();
 }
 
 void axpby_cuda(int64_t n, float a, const float* x, float b, float* y, Stream stream) {
   if (n == 0) return;
-  axpby_kernel<<<grid_for(n), kBlock, 0, raw(stream)>>>(n, a, x, b, y);
+  axpby_kernel<<<grid_for(n), kBlock, 0, to_cuda(stream)>>>(n, a, x, b, y);
   CUDA_CHECK_LAUNCH();
 }
 
 void scale_cuda(int64_t n, float a, float* x, Stream stream) {
   if (n == 0) return;
-  scale_kernel<<<grid_for(n), kBlock, 0, raw(stream)>>>(n, a, x);
+  scale_kernel<<<grid_for(n), kBlock, 0, to_cuda(stream)>>>(n, a, x);
   CUDA_CHECK_LAUNCH();
 }
 
 void affine_cuda(int64_t n, float a, float b, const float* x, float* y, Stream stream) {
   if (n == 0) return;
-  affine_kernel<<<grid_for(n), kBlock, 0, raw(stream)>>>(n, a, b, x, y);
+  affine_kernel<<<grid_for(n), kBlock, 0, to_cuda(stream)>>>(n, a, b, x, y);
   CUDA_CHECK_LAUNCH();
 }
 
 void fill_cuda(int64_t n, float value, float* x, Stream stream) {
   if (n == 0) return;
-  fill_kernel<<<grid_for(n), kBlock, 0, raw(stream)>>>(n, value, x);
+  fill_kernel<<<grid_for(n), kBlock, 0, to_cuda(stream)>>>(n, value, x);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -141,11 +128,11 @@ void dot_cuda(int64_t n, const float* x, const float* y, double* out, double* sc
   const int64_t wanted = (n + kDotThreads - 1) / kDotThreads;
   const int blocks = static_cast<int>(std::clamp<int64_t>(wanted, 1, kDotBlocks));
   if (n > 0) {
-    dot_partials_kernel<<<blocks, kDotThreads, 0, raw(stream)>>>(n, x, y, scratch);
+    dot_partials_kernel<<<blocks, kDotThreads, 0, to_cuda(stream)>>>(n, x, y, scratch);
     CUDA_CHECK_LAUNCH();
   }
   // n == 0 still runs the finish pass with no partials, which writes the 0 to *out.
-  dot_finish_kernel<<<1, kDotBlocks, 0, raw(stream)>>>(n > 0 ? blocks : 0, scratch, out);
+  dot_finish_kernel<<<1, kDotBlocks, 0, to_cuda(stream)>>>(n > 0 ? blocks : 0, scratch, out);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -168,7 +155,7 @@ double* dot_scratch_cuda(Stream stream) {
 
 void count_nonfinite_cuda(int64_t n, const float* x, unsigned long long* count, Stream stream) {
   if (n == 0) return;
-  count_nonfinite_kernel<<<grid_for(n), kBlock, 0, raw(stream)>>>(n, x, count);
+  count_nonfinite_kernel<<<grid_for(n), kBlock, 0, to_cuda(stream)>>>(n, x, count);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -25,6 +25,7 @@
 #include "engine/backbone/backbone_impl.h"
 #include "core/buffer.h"
 #include "core/cuda_error.h"
+#include "core/cuda_launch.cuh"
 #include "engine/io/safetensors.h"
 #include "kernels/backbone_ops.h"
 #include "kernels/backbone_ops_half.h"
@@ -38,9 +39,7 @@ constexpr int kInputRef = -1;
 // Workspace cap for one convolution: algorithms wanting more are skipped.
 constexpr std::size_t kMaxWorkspace = std::size_t(1) << 30;
 
-cudaStream_t to_cuda(Stream s) {
-  return static_cast<cudaStream_t>(s.handle);
-}
+using cuda::to_cuda;
 
 // cuDNN's legacy descriptors take int dimensions.
 int to_int(int64_t v, const char* what) {
