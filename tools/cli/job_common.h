@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/config/detector_config.h"
+#include "engine/io/path_key.h"  // path_key: the key of contaminated_paths
 #include "host/contamination.h"
 #include "host/dataset.h"
 #include "host/detector_job.h"
@@ -77,8 +78,7 @@ void create_parent_folders(const std::filesystem::path& path, const std::string&
 // (--checkpoint, after the first round), checked before any work, with the system's reason.
 void check_writable_folder(const std::filesystem::path& dir, const std::string& option);
 
-// Truly contaminated training images (from the manifest), as canonical path strings.
+// Truly contaminated training images (from the manifest), as path_key strings.
 std::vector<std::string> contaminated_paths(const LoadedData& d);
-std::string path_key(const std::filesystem::path& p);
 
 }  // namespace mirad::cli
