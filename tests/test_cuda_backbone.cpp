@@ -12,6 +12,7 @@
 
 #include "shared_fixtures.h"
 #include "backbone_test_util.h"
+#include "cuda_diff.h"
 #include "kernels/backbone_ops.h"
 
 namespace fs = std::filesystem;
@@ -21,30 +22,12 @@ namespace {
 
 using namespace bbtest;
 
-constexpr float kSentinel = -7.25f;
-constexpr int64_t kPad = 257;  // odd, so misaligned writes past the end land on it too
-
 #define SKIP_WITHOUT_DEVICE() \
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device available"
 
-// A device buffer of n floats with kPad sentinels on each side; data() is the middle.
-struct Guarded {
-  int64_t n;
-  Buffer<float> buf;
-  explicit Guarded(int64_t n_)
-      : n(n_),
-        buf(Buffer<float>::from_host(std::vector<float>(n_ + 2 * kPad, kSentinel), Device::cuda)) {}
-  float* data() { return buf.data() + kPad; }
-  // The middle, after checking that both guards are intact.
-  std::vector<float> checked(const std::string& what) const {
-    const std::vector<float> h = buf.to_host();
-    for (int64_t i = 0; i < kPad; ++i) {
-      EXPECT_EQ(h[i], kSentinel) << what << ": write before the output at " << i - kPad;
-      EXPECT_EQ(h[kPad + n + i], kSentinel) << what << ": write after the output at +" << i;
-    }
-    return std::vector<float>(h.begin() + kPad, h.begin() + kPad + n);
-  }
-};
+// A device buffer of n floats with sentinels on each side (tests/cuda_diff.h); 257 is odd, so
+// misaligned writes past the end land on it too.
+using Guarded = test::Guarded<float, 257>;
 
 // Runs op `tap` on the CUDA backbone into a guarded buffer; returns the checked host copy.
 std::vector<float> run_cuda(Backbone& bb, const std::vector<float>& x, const TensorShape& shape,
@@ -55,7 +38,7 @@ std::vector<float> run_cuda(Backbone& bb, const std::vector<float>& x, const Ten
   float* outs[] = {out.data()};
   bb.forward_into(in.data(), shape, taps, outs);
   mem::synchronize(bb.stream());
-  return out.checked(what);
+  return out.body(what);
 }
 
 class cuda_backbone_conv : public ::testing::TestWithParam<ConvCase> {};
@@ -114,7 +97,7 @@ void expect_graph_matches_cpu(const std::string& json, const SafeTensors& w,
   mem::synchronize(gpu.stream());
   const auto want = cpu.forward(x.data(), shape, taps);
   for (std::size_t t = 0; t < taps.size(); ++t) {
-    const std::vector<float> got = outs[t].checked("op " + std::to_string(t));
+    const std::vector<float> got = outs[t].body("op " + std::to_string(t));
     const std::vector<float> ref = want[t].data.to_host();
     ASSERT_EQ(got.size(), ref.size());
     for (std::size_t i = 0; i < got.size(); ++i)
@@ -166,7 +149,7 @@ std::vector<float> guarded_kernel(int64_t n_out, Launch&& launch, const std::str
   Guarded out(n_out);
   launch(out.data());
   mem::synchronize({});
-  return out.checked(what);
+  return out.body(what);
 }
 
 TEST(cuda_backbone_kernels, MatchCpuReferences) {
@@ -282,26 +265,24 @@ TEST(cuda_backbone_mobilenet, MatchesCpuAtTapsAndOutput) {
     mem::synchronize(gpu.stream());
     const auto want = cpu.forward(x.data(), r.shape, r.taps);
     for (std::size_t t = 0; t < r.taps.size(); ++t) {
-      const auto got = outs[t].checked("tap " + std::to_string(r.taps[t]));
+      const auto got = outs[t].body("tap " + std::to_string(r.taps[t]));
       const auto ref = want[t].data.to_host();
-      double max_ref = 0, max_diff = 0, sq_diff = 0, sq_ref = 0;
+      double max_ref = 0, max_diff = 0;
       for (std::size_t i = 0; i < ref.size(); ++i) {
         ASSERT_TRUE(std::isfinite(got[i])) << "tap " << r.taps[t] << " element " << i;
         const double d = double(got[i]) - ref[i];
         max_ref = std::max(max_ref, double(std::abs(ref[i])));
         max_diff = std::max(max_diff, std::abs(d));
-        sq_diff += d * d;
-        sq_ref += double(ref[i]) * ref[i];
       }
       // 50+ layers of float32 in different summation orders (and Winograd/FFT algorithms):
       // legitimate differences are ~1e-6 of the tap's scale; a wrong pad, stride or layout
       // shows as 1e-2 and more.
       EXPECT_LT(max_diff, 2e-3 * max_ref)
           << "tap " << r.taps[t] << " " << shapes[t].str() << " max |ref| " << max_ref;
-      EXPECT_LT(std::sqrt(sq_diff / sq_ref), 1e-4) << "tap " << r.taps[t] << " relative L2";
+      EXPECT_LT(test::normalised_error(got, ref), 1e-4) << "tap " << r.taps[t] << " relative L2";
     }
     if (r.taps.back() == 65) {
-      const auto got = outs.back().checked("probs");
+      const auto got = outs.back().body("probs");
       const auto ref = want.back().data.to_host();
       for (int64_t n = 0; n < r.shape.n; ++n) {
         const auto g0 = got.begin() + n * 1001, r0 = ref.begin() + n * 1001;
@@ -325,13 +306,9 @@ TEST(cuda_backbone_mobilenet, Tf32OptionStaysClose) {
   const int taps[] = {46};
   const auto got = run_tap(gpu, x, shape, 46);
   const auto ref = cpu.forward(x.data(), shape, taps)[0].data.to_host();
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < ref.size(); ++i) {
-    num += double(got[i] - ref[i]) * (got[i] - ref[i]);
-    den += double(ref[i]) * ref[i];
-  }
+  ASSERT_EQ(got.size(), ref.size());
   // TF32 rounds inputs to 10 mantissa bits: ~1e-3 relative, in norm.
-  EXPECT_LT(std::sqrt(num / den), 1e-2);
+  EXPECT_LT(test::normalised_error(got, ref), 1e-2);
 }
 
 }  // namespace

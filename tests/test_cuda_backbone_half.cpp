@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "backbone_test_util.h"
+#include "cuda_diff.h"
 #include "kernels/backbone_ops_half.h"
 #include "shared_fixtures.h"
 
@@ -59,30 +60,8 @@ int64_t expect_same16(Half t, const std::vector<uint16_t>& got, const std::vecto
 }
 
 #ifdef MIRAD_HAVE_CUDA
-constexpr uint16_t kSentinel16 = 0xbeef;
-constexpr int64_t kPad = 129;
-
-// n 16-bit values on the device with kPad sentinels each side.
-struct Guarded16 {
-  int64_t n;
-  Buffer<uint16_t> buf;
-  static std::vector<uint16_t> framed(int64_t n, const std::vector<uint16_t>& init) {
-    std::vector<uint16_t> h(n + 2 * kPad, kSentinel16);
-    std::copy(init.begin(), init.end(), h.begin() + kPad);
-    return h;
-  }
-  explicit Guarded16(int64_t n_, const std::vector<uint16_t>& init = {})
-      : n(n_), buf(Buffer<uint16_t>::from_host(framed(n_, init), Device::cuda)) {}
-  uint16_t* data() { return buf.data() + kPad; }
-  std::vector<uint16_t> checked(const std::string& what) const {
-    const std::vector<uint16_t> h = buf.to_host();
-    for (int64_t i = 0; i < kPad; ++i) {
-      EXPECT_EQ(h[i], kSentinel16) << what << ": write before the output at " << i - kPad;
-      EXPECT_EQ(h[kPad + n + i], kSentinel16) << what << ": write after the output at +" << i;
-    }
-    return std::vector<uint16_t>(h.begin() + kPad, h.begin() + kPad + n);
-  }
-};
+// n 16-bit values on the device with sentinels (0xbeef) each side (tests/cuda_diff.h).
+using Guarded16 = test::Guarded<uint16_t, 129>;
 #endif
 
 TEST(cuda_backbone_half_kernels, MatchCpuReferences) {
@@ -106,7 +85,7 @@ TEST(cuda_backbone_half_kernels, MatchCpuReferences) {
       Guarded16 out(n_out, init);
       launch(out.data());
       mem::synchronize({});
-      return out.checked(tn + " " + what);
+      return out.body(tn + " " + what);
     };
     {  // layouts: float NCHW -> NHWC, NHWC -> float NCHW, NHWC -> NCHW (odd sizes, > 1 tile)
       const std::vector<float> f = random_vector(count, 4, -100.f, 100.f);
@@ -235,16 +214,6 @@ TEST_P(cuda_backbone_half_pool, MatchesNaiveReference) {
 INSTANTIATE_TEST_SUITE_P(Cases, cuda_backbone_half_pool, ::testing::ValuesIn(pool_cases()),
                          [](const auto& info) { return info.param.name; });
 
-// Relative L2 distance of two tap outputs.
-double rel_l2(const std::vector<float>& got, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < ref.size(); ++i) {
-    num += (double(got[i]) - ref[i]) * (double(got[i]) - ref[i]);
-    den += double(ref[i]) * ref[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
-
 // Every op of a graph on the 16-bit path against the FP32 CPU backend.
 void expect_graph_close(const std::string& json, const SafeTensors& w, const TensorShape& shape,
                         double tol_fp16, double tol_bf16) {
@@ -261,7 +230,8 @@ void expect_graph_close(const std::string& json, const SafeTensors& w, const Ten
       const auto g = got[k].data.to_host(), r = want[k].data.to_host();
       ASSERT_EQ(g.size(), r.size());
       for (float v : g) ASSERT_TRUE(std::isfinite(v)) << name_of(t) << " op " << k;
-      EXPECT_LT(rel_l2(g, r), t == Half::fp16 ? tol_fp16 : tol_bf16) << name_of(t) << " op " << k;
+      EXPECT_LT(test::normalised_error(g, r), t == Half::fp16 ? tol_fp16 : tol_bf16)
+          << name_of(t) << " op " << k;
     }
   }
 }
@@ -320,7 +290,8 @@ TEST(cuda_backbone_half_mobilenet, StaysCloseToFp32) {
     const auto got = gpu.forward(in.data(), shape, taps);
     for (std::size_t k = 0; k < taps.size(); ++k) {
       const auto g = got[k].data.to_host(), r = want[k].data.to_host();
-      const double e = rel_l2(g, r);
+      ASSERT_EQ(g.size(), r.size());
+      const double e = test::normalised_error(g, r);
       std::printf("%s tap %d: relative L2 %.3g\n", name_of(t), taps[k], e);
       // 50+ layers, each rounding its output once: a few 1e-3 (FP16) and 1e-2 (BF16). Far
       // below that, the option did nothing; far above, a layout or conversion is wrong.

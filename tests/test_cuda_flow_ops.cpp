@@ -21,6 +21,7 @@
 
 #include "core/buffer.h"
 #include "core/device.h"
+#include "cuda_diff.h"
 #include "kernels/flow_ops_cpu.h"
 #ifdef MIRAD_HAVE_CUDA
 #include "kernels/flow_ops_cuda.h"
@@ -563,8 +564,8 @@ void check_untouched(const ArgSpec& s, const std::vector<uint8_t>& init,
 void compare_result(const ArgSpec& s, const std::vector<uint8_t>& ref,
                     const std::vector<uint8_t>& got, double tol) {
   const size_t es = elem_size(s.kind);
-  double max_ref = 0, max_err = 0;
-  int64_t worst = -1, nonfinite_ref = 0, nonfinite_got = 0, mismatched = 0;
+  test::MaxError err;
+  int64_t nonfinite_ref = 0, nonfinite_got = 0, mismatched = 0;
   for (int64_t r = 0; r < s.rows; ++r)
     for (int64_t c = 0; c < s.cols; ++c) {
       const int64_t e = kPad + r * s.ld + c;
@@ -579,9 +580,7 @@ void compare_result(const ArgSpec& s, const std::vector<uint8_t>& ref,
       const double vr = float_of(ur), vg = float_of(ug);
       if (!std::isfinite(vr)) ++nonfinite_ref;
       if (!std::isfinite(vg)) ++nonfinite_got;
-      if (!std::isfinite(vr) || !std::isfinite(vg)) continue;
-      max_ref = std::max(max_ref, std::abs(vr));
-      if (std::abs(vr - vg) > max_err) max_err = std::abs(vr - vg), worst = r * s.ld + c;
+      test::accumulate_max_error(err, vg, vr, r * s.ld + c);
     }
   if (s.kind != Kind::f32) {
     EXPECT_EQ(mismatched, 0) << "'" << s.name << "': " << mismatched << " element(s) differ";
@@ -591,10 +590,10 @@ void compare_result(const ArgSpec& s, const std::vector<uint8_t>& ref,
                               << "(test inputs out of range?)";
   EXPECT_EQ(nonfinite_got, 0) << "'" << s.name << "': CUDA produced " << nonfinite_got
                               << " NaN/Inf (unwritten outputs stay NaN)";
-  const double norm_err = max_err / (max_ref + 1e-6);
+  const double norm_err = err.normalised();
   EXPECT_LE(norm_err, tol) << "'" << s.name << "': normalised error " << norm_err << " (max |diff| "
-                           << max_err << " at row " << worst / s.ld << " col " << worst % s.ld
-                           << ", max |ref| " << max_ref << ")";
+                           << err.max_err << " at row " << err.worst / s.ld << " col "
+                           << err.worst % s.ld << ", max |ref| " << err.max_ref << ")";
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "cuda_diff.h"
 #include "engine/flow/flow.h"
 #include "engine/training/maml.h"
 #include "engine/training/patch_bank.h"
@@ -18,7 +19,7 @@
 
 using namespace mirad;
 using mirad::test::randn;
-using mirad::test::rel_error;
+using mirad::test::normalised_error;
 
 namespace {
 
@@ -86,9 +87,9 @@ TEST(CudaFlowTasks, BatchedMatchesEachTaskOnTheCpu) {
       g_ref.insert(g_ref.end(), gb.begin(), gb.end());
       hv_ref.insert(hv_ref.end(), hb.begin(), hb.end());
     }
-    const double e_nll = rel_error(std::vector<double>(nll.begin(), nll.end()), nll_ref);
-    const double e_g = rel_error(std::vector<double>(g_host.begin(), g_host.end()), g_ref);
-    const double e_h = rel_error(std::vector<double>(hv_host.begin(), hv_host.end()), hv_ref);
+    const double e_nll = normalised_error(std::vector<double>(nll.begin(), nll.end()), nll_ref);
+    const double e_g = normalised_error(std::vector<double>(g_host.begin(), g_host.end()), g_ref);
+    const double e_h = normalised_error(std::vector<double>(hv_host.begin(), hv_host.end()), hv_ref);
     std::printf("D=%ld, %ld tasks of %ld rows: NLL rel. error %.3g, gradient %.3g, HVP %.3g\n",
                 long(D), long(B), long(n), e_nll, e_g, e_h);
     // The unbatched CUDA flow's tolerances against the same float64 reference (test_cuda_flow).
@@ -130,8 +131,8 @@ TEST(CudaFlowTasks, BatchedMetaGradientMatchesTaskByTask) {
                         {cq.data() + b * nq * C, nq, C, Device::cuda}};
     meta_gradient(s1, q1, VecView<const float>(t0), one, 1, alpha, true, VecView<float>(meta), ws1);
     const auto alone = meta.to_host();
-    const double e = rel_error(std::vector<float>(batched.begin() + b * P,
-                                                  batched.begin() + (b + 1) * P), alone);
+    const double e = normalised_error(
+        std::vector<float>(batched.begin() + b * P, batched.begin() + (b + 1) * P), alone);
     std::printf("task %ld: batched vs alone meta-gradient rel. error %.3g\n", long(b), e);
     EXPECT_LT(e, 1e-4) << "task " << b;
   }
@@ -161,7 +162,7 @@ TEST(CudaFlowTasks, TrainerStepBatchedOrNotGivesTheSameMetaGradient) {
   ASSERT_FALSE(ref.empty());
   for (bool graphs : {false, true}) {
     const auto got = first_step(true, graphs);
-    const double e = rel_error(got, ref);
+    const double e = normalised_error(got, ref);
     std::printf("batched tasks (graphs %d) vs task by task: step-0 meta-gradient rel. error %.3g\n",
                 int(graphs), e);
     EXPECT_LT(e, 1e-4) << "graphs " << graphs;

@@ -12,58 +12,26 @@
 #include <vector>
 
 #include "core/buffer.h"
+#include "cuda_diff.h"
 #include "kernels/map_ops.h"
 
 namespace mirad {
 namespace {
 
-constexpr int64_t kPad = 129;
-constexpr float kSentinel = -7.25f;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr float kNan = std::numeric_limits<float>::quiet_NaN();
 
-// n floats on the device inside sentinel padding.
-struct Guarded {
-  Buffer<float> buffer;
-  int64_t n;
-  explicit Guarded(const std::vector<float>& host) : n(int64_t(host.size())) {
-    std::vector<float> all(n + 2 * kPad, kSentinel);
-    std::copy(host.begin(), host.end(), all.begin() + kPad);
-    buffer = Buffer<float>::from_host(all, Device::cuda);
-  }
-  explicit Guarded(int64_t count) : Guarded(std::vector<float>(count, kSentinel)) {}
-  float* data() { return buffer.data() + kPad; }
-  std::vector<float> body(const std::string& what) {
-    const auto all = buffer.to_host();
-    for (int64_t i = 0; i < kPad; ++i) {
-      EXPECT_EQ(all[i], kSentinel) << what << ": write before the output at " << i;
-      EXPECT_EQ(all[kPad + n + i], kSentinel) << what << ": write after the output at " << i;
-    }
-    return {all.begin() + kPad, all.begin() + kPad + n};
-  }
-};
+// n floats on the device inside sentinel padding (tests/cuda_diff.h).
+using Guarded = test::Guarded<float, 129>;
 
 std::vector<float> random_maps(int64_t count, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(-1, 3);
-  std::vector<float> v(count);
-  for (float& x : v) x = dist(rng);
-  return v;
+  return test::uniform_values(count, seed, -1.f, 3.f);
 }
 
 // |cuda - cpu| <= tol * scale for every entry (NaN/Inf must match exactly).
 void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol,
                   double scale, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  int64_t bad = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const bool ok = std::isfinite(want[i])
-                        ? std::abs(double(got[i]) - double(want[i])) <= tol * scale
-                        : (std::isnan(want[i]) ? std::isnan(got[i]) : got[i] == want[i]);
-    if (!ok && bad++ < 5)
-      ADD_FAILURE() << what << " at " << i << ": cuda " << got[i] << " cpu " << want[i];
-  }
-  EXPECT_EQ(bad, 0) << what;
+  test::expect_each_close(got, want, [&](size_t) { return tol * scale; }, what, true);
 }
 
 // ---- resize ----

@@ -12,6 +12,7 @@
 
 #include "core/buffer.h"
 #include "core/error.h"
+#include "cuda_diff.h"
 #include "engine/flow/optimizer.h"
 #ifdef MIRAD_HAVE_CUDA
 #include <cuda_runtime.h>
@@ -47,15 +48,11 @@ std::vector<float> padded(const std::vector<float>& v, float sentinel) {
 // rounding and FMA contraction, which compounds over the steps.
 void expect_close(const std::vector<float>& got, const std::vector<float>& want, int64_t n,
                   double tol, const std::string& what) {
-  int64_t bad = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double err = std::abs(double(got[i]) - double(want[i]));
-    if (!(err <= tol + tol * std::abs(double(want[i])))) {
-      if (bad++ < 5)
-        ADD_FAILURE() << what << "[" << i << "]: cuda " << got[i] << " cpu " << want[i];
-    }
-  }
-  EXPECT_EQ(bad, 0) << what;
+  ASSERT_GE(int64_t(got.size()), n) << what;
+  ASSERT_GE(int64_t(want.size()), n) << what;
+  test::expect_each_close(std::vector<float>(got.begin(), got.begin() + n),
+                          std::vector<float>(want.begin(), want.begin() + n),
+                          [&](size_t i) { return tol + tol * std::abs(double(want[i])); }, what);
 }
 
 class cuda_optim_vs_cpu : public ::testing::TestWithParam<json> {};

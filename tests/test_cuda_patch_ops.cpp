@@ -11,40 +11,17 @@
 #include <vector>
 
 #include "core/buffer.h"
+#include "cuda_diff.h"
 #include "kernels/patch_ops.h"
 
 namespace mirad {
 namespace {
 
-constexpr int64_t kPad = 97;
-constexpr float kSentinel = -7.25f;
-
-struct Guarded {
-  Buffer<float> buffer;
-  int64_t n;
-  explicit Guarded(const std::vector<float>& host) : n(int64_t(host.size())) {
-    std::vector<float> all(n + 2 * kPad, kSentinel);
-    std::copy(host.begin(), host.end(), all.begin() + kPad);
-    buffer = Buffer<float>::from_host(all, Device::cuda);
-  }
-  explicit Guarded(int64_t count) : Guarded(std::vector<float>(count, kSentinel)) {}
-  float* data() { return buffer.data() + kPad; }
-  std::vector<float> body(const std::string& what) {
-    const auto all = buffer.to_host();
-    for (int64_t i = 0; i < kPad; ++i) {
-      EXPECT_EQ(all[i], kSentinel) << what << ": write before the output at " << i;
-      EXPECT_EQ(all[kPad + n + i], kSentinel) << what << ": write after the output at " << i;
-    }
-    return {all.begin() + kPad, all.begin() + kPad + n};
-  }
-};
+// n floats on the device inside sentinel padding (tests/cuda_diff.h).
+using Guarded = test::Guarded<float, 97>;
 
 std::vector<float> random_values(int64_t count, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(-5, 5);
-  std::vector<float> v(count);
-  for (float& x : v) x = dist(rng);
-  return v;
+  return test::uniform_values(count, seed, -5.f, 5.f);
 }
 
 using Shape = std::tuple<int64_t, int64_t, int64_t>;  // n, C, HW

@@ -15,6 +15,7 @@
 #include "core/buffer.h"
 #include "core/device.h"
 #include "core/error.h"
+#include "cuda_diff.h"
 #include "kernels/quantiles.h"
 
 #ifdef MIRAD_HAVE_CUDA
@@ -26,7 +27,7 @@ namespace {
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr float kInf = std::numeric_limits<float>::infinity();
-// Values after the n scores: if the kernel read them, the upper quartiles would jump.
+// Values around the n scores: if the kernel read them, the quartiles would jump.
 constexpr int64_t kGuardLength = 67;
 constexpr float kGuardValue = 1e30f;
 
@@ -99,20 +100,17 @@ void expect_same_stats(const QuartileStats& got, const QuartileStats& want,
   EXPECT_EQ(got.n_nan, want.n_nan) << what;
 }
 
-// Device copy of the scores followed by the guard values.
-Buffer<float> upload_with_guard(const std::vector<float>& scores) {
-  std::vector<float> padded = scores;
-  padded.insert(padded.end(), kGuardLength, kGuardValue);
-  return Buffer<float>::from_host(padded, Device::cuda);
+// Device copy of the scores between guard values (tests/cuda_diff.h).
+using Guarded = test::Guarded<float, kGuardLength>;
+Guarded upload_with_guard(const std::vector<float>& scores) {
+  return Guarded(int64_t(scores.size()), scores, kGuardValue, Device::cuda);
 }
 
-void expect_device_unchanged(const Buffer<float>& d_scores, const std::vector<float>& scores) {
-  const std::vector<float> after = d_scores.to_host();
+void expect_device_unchanged(const Guarded& d_scores, const std::vector<float>& scores) {
+  const std::vector<float> after = d_scores.body("quartiles_cuda input");
   // Bytes, because NaN != NaN.
   EXPECT_EQ(std::memcmp(after.data(), scores.data(), scores.size() * sizeof(float)), 0)
       << "quartiles_cuda modified its input";
-  for (int64_t i = 0; i < kGuardLength; ++i)
-    EXPECT_EQ(after[scores.size() + static_cast<std::size_t>(i)], kGuardValue);
 }
 
 class CudaQuartiles : public ::testing::TestWithParam<std::tuple<int64_t, Fill>> {};
@@ -121,7 +119,7 @@ TEST_P(CudaQuartiles, MatchesCpuAndLeavesInputUntouched) {
   SKIP_WITHOUT_CUDA();
   const auto [n, fill] = GetParam();
   const std::vector<float> scores = make_scores(n, fill, 1000 + static_cast<uint64_t>(n));
-  Buffer<float> d_scores = upload_with_guard(scores);
+  Guarded d_scores = upload_with_guard(scores);
 
   QuantileWorkspace workspace;
   const QuartileStats got = quartiles_cuda(d_scores.data(), n, Stream{}, workspace);
@@ -145,7 +143,7 @@ TEST(cuda_quantiles, WorkspaceReusedAcrossSizes) {
   QuantileWorkspace workspace;
   for (int64_t n : {int64_t{100003}, int64_t{5}, int64_t{300007}, int64_t{1}}) {
     const std::vector<float> scores = make_scores(n, Fill::with_nan, 7 + static_cast<uint64_t>(n));
-    Buffer<float> d_scores = upload_with_guard(scores);
+    Guarded d_scores = upload_with_guard(scores);
     expect_same_stats(quartiles_cuda(d_scores.data(), n, Stream{}, workspace),
                       quartiles_cpu(scores.data(), n), "n=" + std::to_string(n));
     expect_device_unchanged(d_scores, scores);
@@ -156,7 +154,7 @@ TEST(cuda_quantiles, DispatchAndPerCallWorkspace) {
   SKIP_WITHOUT_CUDA();
   const int64_t n = 4099;
   const std::vector<float> scores = make_scores(n, Fill::normal, 42);
-  Buffer<float> d_scores = upload_with_guard(scores);
+  Guarded d_scores = upload_with_guard(scores);
   const QuartileStats want = quartiles_cpu(scores.data(), n);
   expect_same_stats(quartiles(d_scores.data(), n, Device::cuda, Stream{}), want, "dispatch");
   expect_same_stats(quartiles_cuda(d_scores.data(), n, Stream{}), want, "per-call workspace");
@@ -170,7 +168,7 @@ TEST(cuda_quantiles, RunsOnTheGivenStream) {
   const int64_t n = 65537;
   const std::vector<float> scores = make_scores(n, Fill::with_inf, 9);
   {
-    Buffer<float> d_scores = upload_with_guard(scores);
+    Guarded d_scores = upload_with_guard(scores);
     // A non-blocking stream does not wait for the legacy default stream, so a call that
     // queued any of its work elsewhere would race with this one and, sooner or later, differ.
     expect_same_stats(quartiles_cuda(d_scores.data(), n, Stream{raw}),

@@ -12,53 +12,28 @@
 #include <vector>
 
 #include "core/buffer.h"
+#include "cuda_diff.h"
 #include "kernels/vec_ops.h"
 
 namespace mirad {
 namespace {
 
-constexpr int64_t kPad = 333;  // sentinel floats on each side of every device array
-constexpr float kSentinel = -7.25f;
-
-// A device array of n floats in the middle of a larger allocation filled with sentinels.
-struct Guarded {
-  Buffer<float> buffer;
-  int64_t n;
-  Guarded(const std::vector<float>& host) : n(int64_t(host.size())) {
-    std::vector<float> all(n + 2 * kPad, kSentinel);
-    std::copy(host.begin(), host.end(), all.begin() + kPad);
-    buffer = Buffer<float>::from_host(all, Device::cuda);
-  }
-  float* data() { return buffer.data() + kPad; }
-  // The body, after checking that nothing outside it was written.
-  std::vector<float> body(const char* what) {
-    const auto all = buffer.to_host();
-    for (int64_t i = 0; i < kPad; ++i) {
-      EXPECT_EQ(all[i], kSentinel) << what << ": write before the array at " << i;
-      EXPECT_EQ(all[kPad + n + i], kSentinel) << what << ": write after the array at " << i;
-    }
-    return {all.begin() + kPad, all.begin() + kPad + n};
-  }
-};
+// A device array of n floats in the middle of a larger allocation filled with sentinels
+// (tests/cuda_diff.h).
+using Guarded = test::Guarded<float, 333>;
 
 std::vector<float> random_vector(int64_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(-2, 2);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
+  return test::uniform_values(n, seed, -2.f, 2.f);
 }
 
 // |got - want| within a few float ulps of the terms' magnitude: nvcc contracts a*x + y into
 // one fma, g++ (no -mfma) rounds twice, so they differ by up to an ulp of |a*x| + |y|.
 void expect_close(const std::vector<float>& got, const std::vector<float>& want,
                   const std::vector<float>& magnitude, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size());
-  int64_t bad = 0;
-  for (size_t i = 0; i < got.size(); ++i)
-    if (!(std::abs(got[i] - want[i]) <= 3e-7f * (magnitude[i] + 1e-30f)) && bad++ < 5)
-      ADD_FAILURE() << what << " at " << i << ": cuda " << got[i] << " cpu " << want[i];
-  EXPECT_EQ(bad, 0) << what;
+  // The bound in float as before; the difference in double is exact, so no borderline case
+  // passes that failed in float.
+  test::expect_each_close(got, want, [&](size_t i) { return 3e-7f * (magnitude[i] + 1e-30f); },
+                          what);
 }
 
 class cuda_vec_ops : public ::testing::TestWithParam<int64_t> {};
