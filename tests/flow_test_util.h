@@ -10,6 +10,23 @@
 
 namespace mirad::test {
 
+// A flow of dimension D, condition C, K blocks and hidden width H (0: the default 2*d).
+inline FlowConfig flow_config(int64_t D, int64_t C, int64_t K, int64_t H, uint64_t seed) {
+  FlowConfig c;
+  c.dim = D, c.cond_dim = C, c.n_blocks = K, c.hidden = H, c.seed = seed;
+  return c;
+}
+
+// A host vector seen as a row-major rows x cols CPU matrix.
+template <typename T>
+MatrixView<const T> cpu_mat(const std::vector<T>& v, int64_t rows, int64_t cols) {
+  return {v.data(), rows, cols, Device::cpu};
+}
+template <typename T>
+MatrixView<T> cpu_mat(std::vector<T>& v, int64_t rows, int64_t cols) {
+  return {v.data(), rows, cols, Device::cpu};
+}
+
 template <typename T>
 std::vector<T> randn(int64_t n, uint64_t seed, double scale = 1.0) {
   std::mt19937_64 rng(seed);

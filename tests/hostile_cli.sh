@@ -142,6 +142,16 @@ PY
 png_size() {
   python3 -c 'import struct, sys; print(*struct.unpack(">II", open(sys.argv[1], "rb").read(24)[16:24]))' "$1"
 }
+# edit_json FILE EDIT: runs the Python statement EDIT on the document of FILE, bound to j, and
+# writes it back (how the probes forge a config.json or checkpoint.json that mirad must refuse).
+edit_json() {
+  python3 - "$1" "$2" <<'PY' || fail "editing $1 failed"
+import json, sys
+j = json.load(open(sys.argv[1]))
+exec(sys.argv[2])
+json.dump(j, open(sys.argv[1], "w"))
+PY
+}
 
 # tiny_category, then a train --checkpoint ck killed (SIGKILL) once round 1 is checkpointed
 # and the rounds are not over.
@@ -387,12 +397,7 @@ clean_lists_skipped)  # finding 9: clean's text output never listed the skipped 
   ;;
 model_std_zero)  # finding 9: a model with backbone.std[0] = 0 loaded and failed every image
   tiny_model
-  python3 - <<'PY' || fail "edit failed"
-import json
-j = json.load(open("m/config.json"))
-j["backbone"]["std"][0] = 0
-json.dump(j, open("m/config.json", "w"))
-PY
+  edit_json m/config.json 'j["backbone"]["std"][0] = 0'
   run_expect 2 "backbone.std\[0\] is 0; each std must be > 0" \
     "$MIRAD" predict --model m "$DS/test/good/000.png"
   ;;
@@ -513,12 +518,7 @@ checkpoint_edited_state)  # probe 1 (SIGSEGV) and 14 (another model, exit 0) on 
   edit_and_refuse() {  # PATTERN PYTHON-EDIT: the edited checkpoint is refused, nothing written
     local pattern=$1 edit=$2
     rm -rf ck && cp -r ck.orig ck
-    python3 - ck/checkpoint.json "$edit" <<'PY' || fail "editing failed"
-import json, sys
-j = json.load(open(sys.argv[1]))
-exec(sys.argv[2])
-json.dump(j, open(sys.argv[1], "w"))
-PY
+    edit_json ck/checkpoint.json "$edit"
     run_expect 2 "$pattern" "$MIRAD" "${TRAIN[@]}" --out model --checkpoint ck
     [ ! -e model ] || fail "a model was written from an edited checkpoint"
   }
@@ -577,12 +577,7 @@ model_config_contradictions)  # probe 13: edited model config.json gave scores o
   edit_model_and_refuse() {  # PATTERN PYTHON-EDIT: predict refuses the edited model
     local pattern=$1 edit=$2
     rm -rf model && cp -r model.orig model
-    python3 - model/config.json "$edit" <<'PY' || fail "editing failed"
-import json, sys
-j = json.load(open(sys.argv[1]))
-exec(sys.argv[2])
-json.dump(j, open(sys.argv[1], "w"))
-PY
+    edit_json model/config.json "$edit"
     run_expect 2 "$pattern" "$MIRAD" predict --model model carpet/test/good --json
   }
   edit_model_and_refuse "config.features.smooth is false but backbone.smooth is true" \

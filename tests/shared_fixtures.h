@@ -21,4 +21,9 @@ inline std::filesystem::path mobilenet_v2_dir() {
   return shared_root() / "weights" / "mobilenet_v2_imagenet";
 }
 
+// The reference photos (chelsea.png and others), when ../shared has them.
+inline std::filesystem::path imagenet_photos_dir() {
+  return shared_root() / "fixtures" / "imagenet";
+}
+
 }  // namespace mirad::test

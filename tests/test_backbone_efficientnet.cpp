@@ -25,7 +25,7 @@ namespace {
 
 const fs::path kSource = mirad::test::source_root();
 
-fs::path photos_dir() { return mirad::test::shared_root() / "fixtures" / "imagenet"; }
+fs::path photos_dir() { return mirad::test::imagenet_photos_dir(); }
 
 double rel_stat(const float* x, int64_t n, bool want_std) {
   double s = 0, ss = 0;

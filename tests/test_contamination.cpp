@@ -18,6 +18,7 @@
 #include "core/error.h"
 #include "host/contamination.h"
 
+#include "mvtec_split.h"
 #include "temp_dir.h"
 namespace fs = std::filesystem;
 using namespace mirad;
@@ -33,23 +34,7 @@ class TempDir : public mirad::test::TempDir {
 // An MVTec-like split in memory (contamination never opens the files): 20 good training
 // images; a test split of 10 good and 15 defect images of three types (5 each), with masks.
 Dataset make_clean(const fs::path& root = "/data/mvtec/bottle") {
-  Dataset d;
-  d.layout = "mvtec";
-  d.root = root;
-  for (int i = 0; i < 20; ++i)
-    d.train.push_back(Item{root / fmt::format("train/good/{:03}.png", i), Label::good, "good", {}});
-  for (const char* type : {"broken", "contamination", "good", "scratch"}) {
-    const bool good = std::string(type) == "good";
-    for (int i = 0; i < 5 * (good ? 2 : 1); ++i) {
-      Item it{root / fmt::format("test/{}/{:03}.png", type, i),
-              good ? Label::good : Label::defect,
-              type,
-              {}};
-      if (!good) it.mask_path = root / fmt::format("ground_truth/{}/{:03}_mask.png", type, i);
-      d.test.push_back(std::move(it));
-    }
-  }
-  return d;
+  return mirad::test::mvtec_split(root, {"broken", "contamination", "good", "scratch"});
 }
 
 std::vector<const Item*> defects_of(const Dataset& d) {

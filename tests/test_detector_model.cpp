@@ -11,6 +11,7 @@
 #include "engine/io/file_io.h"
 #include "engine/io/json_io.h"
 #include "expect_error.h"
+#include "fuzz/fixtures.h"
 #include "host/episode_scheduler.h"
 #include "temp_dir.h"
 
@@ -46,12 +47,7 @@ DetectorModel tiny_model() {
     m.taps.push_back(tm);
     m.stats.taps.push_back({1.5 + t, 0.25});
   }
-  m.stats.top = {0.3, 0.7}, m.stats.mean = {-0.1, 0.2};
-  m.stats.map_lo = 0.5, m.stats.map_hi = 4.0;
-  m.threshold = 1.75;
-  m.threshold_detail = "Q3 + 1.5*IQR";
-  m.retained = {"a.png", "b.png"};
-  m.rejected = {{"c.png", 1, 9.5, 1.75, 0.0}};
+  mirad::fuzz::set_tiny_results(m);
   return m;
 }
 

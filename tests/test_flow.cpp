@@ -16,18 +16,12 @@ using mirad::test::rel_error;
 namespace {
 
 FlowConfig small_config(int64_t D = 5, int64_t C = 4, int64_t K = 3, int64_t H = 7) {
-  FlowConfig c;
-  c.dim = D, c.cond_dim = C, c.n_blocks = K, c.hidden = H, c.seed = 11;
-  return c;
+  return mirad::test::flow_config(D, C, K, H, 11);
 }
 
-template <typename T>
-MatrixView<const T> mat(const std::vector<T>& v, int64_t rows, int64_t cols) {
-  return {v.data(), rows, cols, Device::cpu};
-}
-template <typename T>
-MatrixView<T> mat(std::vector<T>& v, int64_t rows, int64_t cols) {
-  return {v.data(), rows, cols, Device::cpu};
+template <typename V>
+auto mat(V&& v, int64_t rows, int64_t cols) {
+  return mirad::test::cpu_mat(v, rows, cols);
 }
 
 // Mean NLL at params p (host vector), for finite differences.

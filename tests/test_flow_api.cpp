@@ -23,14 +23,12 @@ using mirad::test::rel_error;
 namespace {
 
 FlowConfig config(int64_t D, int64_t C, int64_t K, int64_t H) {
-  FlowConfig c;
-  c.dim = D, c.cond_dim = C, c.n_blocks = K, c.hidden = H, c.seed = 5;
-  return c;
+  return mirad::test::flow_config(D, C, K, H, 5);
 }
 
 template <typename T>
 MatrixView<const T> cmat(const std::vector<T>& v, int64_t rows, int64_t cols) {
-  return {v.data(), rows, cols, Device::cpu};
+  return mirad::test::cpu_mat(v, rows, cols);
 }
 
 // Parameter indices of each group, over all blocks.

@@ -23,6 +23,7 @@
 #include "host/dataset.h"
 #include "tools/synth/synth.h"
 #include "host/thread_pool.h"
+#include "mvtec_split.h"
 #include "temp_dir.h"
 
 namespace fs = std::filesystem;
@@ -44,23 +45,7 @@ void write_text(const fs::path& p, const std::string& text) {
 // An MVTec-like split in memory (contamination never opens the files): 20 good training
 // images, 10 good and 15 defect test images of three types, with masks.
 Dataset make_clean(const fs::path& root) {
-  Dataset d;
-  d.layout = "mvtec";
-  d.root = root;
-  for (int i = 0; i < 20; ++i)
-    d.train.push_back(Item{root / fmt::format("train/good/{:03}.png", i), Label::good, "good", {}});
-  for (const char* type : {"broken", "good", "scratch", "stain"}) {
-    const bool good = std::string(type) == "good";
-    for (int i = 0; i < (good ? 10 : 5); ++i) {
-      Item it{root / fmt::format("test/{}/{:03}.png", type, i),
-              good ? Label::good : Label::defect,
-              type,
-              {}};
-      if (!good) it.mask_path = root / fmt::format("ground_truth/{}/{:03}_mask.png", type, i);
-      d.test.push_back(std::move(it));
-    }
-  }
-  return d;
+  return mirad::test::mvtec_split(root, {"broken", "good", "scratch", "stain"});
 }
 
 // Writes a manifest of `clean` (seed 7, ratio 0.25: 5 of 15 defects), edits its JSON with

@@ -569,8 +569,7 @@ TEST(imageDecode, ParallelDecodeKeepsOrderAndNamesTheBadFile) {
 }
 
 TEST(imageDecode, SharedFixturesMatchPillow) {
-  const fs::path root = mirad::test::shared_root();
-  const fs::path dir = root / "fixtures" / "imagenet";
+  const fs::path dir = mirad::test::imagenet_photos_dir();
   if (!fs::exists(dir / "chelsea.png"))
     GTEST_SKIP() << "no shared fixtures at " << dir << " (set MIRAD_SHARED)";
   // Reference: Pillow 13.0, np.asarray(Image.open(f).convert("RGB" or "L")), summed as int64.

@@ -510,8 +510,7 @@ TEST(resizePreprocess, ResizeCropNormalise) {
 }
 
 TEST(resize, SharedFixturesMatchPillow) {
-  const fs::path root = mirad::test::shared_root();
-  const fs::path dir = root / "fixtures" / "imagenet";
+  const fs::path dir = mirad::test::imagenet_photos_dir();
   if (!fs::exists(dir / "chelsea.png"))
     GTEST_SKIP() << "no shared fixtures at " << dir << " (set MIRAD_SHARED)";
   // Pillow 13.0: a = np.asarray(Image.open(f).convert("RGB").resize((224, 224),

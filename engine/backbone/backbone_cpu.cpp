@@ -175,13 +175,9 @@ class CpuBackbone final : public BackboneBackend {
   }
 
   CpuPlan& plan_for(const TensorShape& shape, int last_op) {
-    const PlanKey key = plan_key(shape, last_op);
-    auto it = m_plans.find(key);
-    if (it != m_plans.end()) return *it->second;
-    if (m_plans.size() >= kMaxCachedPlans) m_plans.clear();
-    auto plan = build(shape, last_op);
-    m_arena.reserve_discard(plan->arena_bytes);
-    return *m_plans.emplace(key, std::move(plan)).first->second;
+    return m_plans.get(
+        shape, last_op, [&](const TensorShape& s, int last) { return build(s, last); },
+        [&](const CpuPlan& plan) { m_arena.reserve_discard(plan.arena_bytes); });
   }
 
   TapCopy& tap_copy(CpuPlan& plan, int op, const RunCtx& ctx) {
@@ -522,7 +518,7 @@ class CpuBackbone final : public BackboneBackend {
   std::map<std::string, HostTensor> m_weights;
   std::map<int, std::vector<std::pair<memory::desc, memory>>> m_reordered;
   std::map<int, std::vector<float>> m_packed;
-  std::map<PlanKey, std::unique_ptr<CpuPlan>> m_plans;
+  PlanCache<CpuPlan> m_plans;
   Buffer<uint8_t> m_arena{0, Device::cpu};
 };
 

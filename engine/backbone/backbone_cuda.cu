@@ -297,16 +297,14 @@ class CudaBackbone final : public BackboneBackend {
   }
 
   CudaPlan& plan_for(const TensorShape& shape, int last_op) {
-    const PlanKey key = plan_key(shape, last_op);
-    auto it = m_plans.find(key);
-    if (it != m_plans.end()) return *it->second;
-    if (m_plans.size() >= kMaxCachedPlans) m_plans.clear();
-    auto plan = build(shape, last_op);
-    // Growing frees the old buffers; cudaFree waits for the device, so earlier work that
-    // still reads them finishes first.
-    m_arena.reserve_discard(plan->arena_bytes);
-    m_workspace.reserve_discard(plan->workspace_bytes);
-    return *m_plans.emplace(key, std::move(plan)).first->second;
+    return m_plans.get(
+        shape, last_op, [&](const TensorShape& s, int last) { return build(s, last); },
+        [&](const CudaPlan& plan) {
+          // Growing frees the old buffers; cudaFree waits for the device, so earlier work that
+          // still reads them finishes first.
+          m_arena.reserve_discard(plan.arena_bytes);
+          m_workspace.reserve_discard(plan.workspace_bytes);
+        });
   }
 
   struct Builder {
@@ -578,7 +576,7 @@ class CudaBackbone final : public BackboneBackend {
   bbops::Half m_half_type = bbops::Half::fp16;
   std::map<std::string, Buffer<float>> m_weights;       // float32 weights and every bias
   std::map<std::string, Buffer<uint16_t>> m_weights16;  // 16-bit path: conv and FC weights
-  std::map<PlanKey, std::unique_ptr<CudaPlan>> m_plans;
+  PlanCache<CudaPlan> m_plans;
   std::map<AlgoKey, AlgoChoice> m_algos;
   Buffer<uint8_t> m_arena{0, Device::cuda};
   Buffer<uint8_t> m_workspace{0, Device::cuda};

@@ -48,6 +48,30 @@ inline PlanKey plan_key(const TensorShape& s, int last_op) {
 }
 inline constexpr std::size_t kMaxCachedPlans = 32;
 
+// The plan cache of one backend, under the rule above.
+template <class Plan>
+class PlanCache {
+ public:
+  // The cached plan for (shape, last_op); else build(shape, last_op)'s new one, cached once
+  // prepare(plan) has sized the backend's buffers for it (a plan whose buffers could not be
+  // had is not kept).
+  template <class Build, class Prepare>
+  Plan& get(const TensorShape& shape, int last_op, Build&& build, Prepare&& prepare) {
+    const PlanKey key = plan_key(shape, last_op);
+    auto it = m_plans.find(key);
+    if (it != m_plans.end()) return *it->second;
+    if (m_plans.size() >= kMaxCachedPlans) m_plans.clear();
+    std::unique_ptr<Plan> plan = build(shape, last_op);
+    prepare(*plan);
+    return *m_plans.emplace(key, std::move(plan)).first->second;
+  }
+  std::size_t size() const { return m_plans.size(); }
+  void clear() { m_plans.clear(); }
+
+ private:
+  std::map<PlanKey, std::unique_ptr<Plan>> m_plans;
+};
+
 // Assigns arena offsets to buffers with known lifetimes (in step numbers): buffers whose
 // lifetimes overlap never share bytes, others may. Greedy by size, largest first, each at the
 // lowest offset that fits, which is within a few percent of optimal on CNN chains.

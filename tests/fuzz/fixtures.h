@@ -62,6 +62,17 @@ inline TapParams tiny_params(int t, const FlowConfig& flow) {
 }
 inline TapParams tiny_params(int t) { return tiny_params(t, tiny_flow(uint64_t(t))); }
 
+// The image-score statistics, threshold and image lists of a small valid model (also
+// tests/test_detector_model.cpp's): what a model file holds besides its taps.
+inline void set_tiny_results(DetectorModel& m) {
+  m.stats.top = {0.3, 0.7}, m.stats.mean = {-0.1, 0.2};
+  m.stats.map_lo = 0.5, m.stats.map_hi = 4.0;
+  m.threshold = 1.75;
+  m.threshold_detail = "Q3 + 1.5*IQR";
+  m.retained = {"a.png", "b.png"};
+  m.rejected = {{"c.png", 1, 9.5, 1.75, 0.0}};
+}
+
 // Two taps of 4 channels, flows of 2 blocks: a flow.safetensors of a few KB.
 inline DetectorModel tiny_model() {
   DetectorModel m;
@@ -85,12 +96,7 @@ inline DetectorModel tiny_model() {
     m.taps.push_back(tm);
     m.stats.taps.push_back({1.5 + t, 0.25});
   }
-  m.stats.top = {0.3, 0.7}, m.stats.mean = {-0.1, 0.2};
-  m.stats.map_lo = 0.5, m.stats.map_hi = 4.0;
-  m.threshold = 1.75;
-  m.threshold_detail = "Q3 + 1.5*IQR";
-  m.retained = {"a.png", "b.png"};
-  m.rejected = {{"c.png", 1, 9.5, 1.75, 0.0}};
+  set_tiny_results(m);
   return m;
 }
 
