@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "core/cuda_error.h"
+#include "core/cuda_launch.cuh"
 #include "kernels/posenc.h"
 
 namespace mirad::posenc {
@@ -28,9 +29,8 @@ void positional_encoding_2d_cuda(int64_t D, int64_t H, int64_t W, float* out, St
   if (n == 0) return;
   // The grid-stride loop covers any size; 65535 blocks is far past saturation for a table
   // built once per feature-map size.
-  const int blocks = static_cast<int>(std::min<int64_t>((n + kBlock - 1) / kBlock, 65535));
-  positional_encoding_2d_kernel<<<blocks, kBlock, 0, static_cast<cudaStream_t>(stream.handle)>>>(
-      D, W, n, out);
+  const int blocks = cuda::grid_capped(n, kBlock, 65535);
+  positional_encoding_2d_kernel<<<blocks, kBlock, 0, cuda::to_cuda(stream)>>>(D, W, n, out);
   CUDA_CHECK_LAUNCH();
 }
 
