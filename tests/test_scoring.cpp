@@ -5,7 +5,7 @@
 #include <cmath>
 #include <random>
 
-#include "engine/detector/rejection.h"
+#include "engine/detector/threshold.h"
 #include "engine/detector/scoring.h"
 #include "expect_error.h"
 #include "scoring_test_util.h"

@@ -85,7 +85,9 @@ std::vector<TrainOutcome> DetectorJobs::train(const std::vector<TrainSpec>& spec
     o.model.taps[t] = {tr.flow_config(), theta0.to_host(), theta.to_host(), std::move(opt_state)};
     o.maps.grids[t] = {bank.height(), bank.width()};
     o.maps.n_images = int64_t(sp.score.size());
-    if (!sp.score.empty()) o.maps.nll[t] = tr.score(theta, bank, sp.score);
+    // On the trainer's stream, ordered after the adaptation that made theta.
+    if (!sp.score.empty())
+      o.maps.nll[t] = TapScorer(tr.flow_config(), m_device, tr.stream()).score(theta, bank, sp.score);
   };
   run_jobs(n_jobs, job);
   for (size_t s = 0; s < specs.size(); ++s) {
@@ -105,12 +107,11 @@ TapMaps DetectorJobs::score(const ModelSet& m, const std::vector<int64_t>& image
   maps.n_images = int64_t(images.size());
   maps.grids.resize(T);
   maps.nll.resize(T);
-  run_jobs(T, [&](size_t t, Trainers& trainers) {
-    auto& tr = trainers[t];
-    if (!tr) tr = std::make_unique<TapTrainer>(m_flows[t], m_cfg.train, m_device);
+  run_jobs(T, [&](size_t t, Trainers&) {
+    TapScorer scorer(m_flows[t], m_device);
     maps.grids[t] = {m_banks[t]->height(), m_banks[t]->width()};
     auto theta = Buffer<float>::from_host(m.taps[t].theta, m_device);
-    maps.nll[t] = tr->score(theta, *m_banks[t], images);
+    maps.nll[t] = scorer.score(theta, *m_banks[t], images);
   });
   return maps;
 }

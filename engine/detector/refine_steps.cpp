@@ -12,7 +12,7 @@
 #include "kernels/quantiles.h"
 #include "engine/detector/refine_resume.h"
 #include "engine/detector/refine_seeds.h"
-#include "engine/detector/rejection.h"
+#include "engine/detector/threshold.h"
 #include "engine/io/sha256.h"
 
 namespace mirad {

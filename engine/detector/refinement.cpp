@@ -1,5 +1,5 @@
 // refine(): the driver of iterative refinement over its named steps (refine_steps.h), and the
-// per-tap flow and scoring helpers the shipped detector shares with prediction.
+// flow of each tap.
 #include "engine/detector/refinement.h"
 
 #include <chrono>
@@ -7,10 +7,8 @@
 
 #include "core/error.h"
 #include "core/nvtx.h"
-#include "kernels/quantiles.h"
 #include "engine/detector/detector_jobs.h"
 #include "engine/detector/refine_steps.h"
-#include "engine/training/tap_trainer.h"
 
 namespace mirad {
 
@@ -24,50 +22,6 @@ FlowConfig tap_flow_config(const DetectorConfig& cfg, int64_t channels, int64_t 
   f.seed = cfg.seed + 0x9e3779b97f4a7c15ULL * uint64_t(tap_index + 1);
   f.validate();
   return f;
-}
-
-double decision_threshold(const std::vector<double>& scores, const ThresholdSettings& t,
-                          std::string* detail) {
-  std::vector<double> f;
-  for (double s : scores)
-    if (std::isfinite(s)) f.push_back(s);
-  CHECK_INPUT(!f.empty(), "threshold: every calibration score is NaN or Inf (the flow gives a "
-              "non-finite NLL on every retained image)");
-  if (t.rule == "fpr") {
-    const double q = quantiles_cpu(f.data(), int64_t(f.size()), {1.0 - t.target_fpr})[0];
-    if (detail) *detail = fmt::format("{:.4g} quantile of retained scores = {:.4g}", 1.0 - t.target_fpr, q);
-    return q;
-  }
-  const QuartileStats q = quartiles_cpu(f.data(), int64_t(f.size()));
-  if (detail)
-    *detail = fmt::format("Q3 + {}*IQR of retained scores = {:.4g} + {}*{:.4g}", t.k, q.q3, t.k,
-                          q.iqr);
-  return q.threshold(t.k);
-}
-
-DeviceTapMaps score_maps_on_device(const ModelSet& model,
-                                   const std::vector<const PatchBank*>& banks,
-                                   const std::vector<int64_t>& images, const TrainSettings& train,
-                                   Device device) {
-  CHECK_INPUT(model.taps.size() == banks.size(), "scoring: model has {} taps, features have {}",
-              model.taps.size(), banks.size());
-  DeviceTapMaps maps;
-  maps.n_images = int64_t(images.size());
-  maps.device = device;
-  for (size_t t = 0; t < banks.size(); ++t) {
-    CHECK_INPUT(model.taps[t].flow.dim == banks[t]->channels(),
-                "scoring: tap {} has {} channels, the model's flow {}", t, banks[t]->channels(),
-                model.taps[t].flow.dim);
-    // The trainer's own stream, so its forwards and the copies out of them stay ordered.
-    TapTrainer tr(model.taps[t].flow, train, device);
-    maps.grids.push_back({banks[t]->height(), banks[t]->width()});
-    auto theta = Buffer<float>::from_host(model.taps[t].theta, device);
-    maps.nll.emplace_back(size_t(maps.n_images * banks[t]->hw()), device);
-    tr.score_into(theta, *banks[t], images, maps.nll.back().data());
-    // The trainer (and its stream) ends here: its work must be done.
-    if (device == Device::cuda) mem::synchronize(tr.stream());
-  }
-  return maps;
 }
 
 RefinementResult refine(const std::vector<const PatchBank*>& banks, const DetectorConfig& cfg,

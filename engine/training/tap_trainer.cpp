@@ -1,5 +1,4 @@
-// TapTrainer: the training loop and its eager steps (plain and MAML), adaptation and scoring of
-// one tap's flow.
+// TapTrainer: the training loop and its eager steps (plain and MAML), and adaptation.
 #include "engine/training/tap_trainer.h"
 #include "engine/training/tap_trainer_graph_step.h"
 
@@ -367,66 +366,6 @@ void TapTrainer::adapt(VecView<const float> theta0, VecView<float> theta, const 
     vec::axpy<float>(n_params(), -alpha, m_grad.data(), theta.data, m_device, m_stream);
   }
   mem::synchronize(m_stream);
-}
-
-namespace {
-
-// Scores are always FP32: tensor-core precision (train.precision) is for training, so the
-// calibration scores a threshold comes from and every later score use the same arithmetic,
-// on any device. Restores the training precision when the scope ends.
-class Fp32Scope {
- public:
-  Fp32Scope(CouplingFlow<float>& flow, std::string training) : m_flow(flow), m_training(std::move(training)) {
-    if (m_training != "fp32") m_flow.set_precision("fp32");
-  }
-  ~Fp32Scope() {
-    if (m_training != "fp32") m_flow.set_precision(m_training);
-  }
-  Fp32Scope(const Fp32Scope&) = delete;
-  Fp32Scope& operator=(const Fp32Scope&) = delete;
-
- private:
-  CouplingFlow<float>& m_flow;
-  std::string m_training;
-};
-
-}  // namespace
-
-std::vector<float> TapTrainer::score(VecView<const float> theta, const PatchBank& bank,
-                                     const std::vector<int64_t>& images) {
-  NVTX_RANGE("score");
-  std::vector<float> out(images.size() * bank.hw());
-  if (m_device == Device::cpu) {
-    score_into(theta, bank, images, out.data());
-    return out;
-  }
-  Buffer<float> nll(out.size(), m_device);
-  score_into(theta, bank, images, nll.data());
-  mem::copy(out.data(), Device::cpu, nll.data(), m_device, sizeof(float) * out.size(), m_stream);
-  mem::synchronize(m_stream);
-  return out;
-}
-
-void TapTrainer::score_into(VecView<const float> theta, const PatchBank& bank,
-                            const std::vector<int64_t>& images, float* out) {
-  NVTX_RANGE("score_into");
-  const Fp32Scope fp32(m_flow_s, m_train.precision);
-  CHECK_INPUT(theta.size == n_params() && theta.device == m_device,
-              "trainer: score_into() parameters do not fit the flow");
-  const int64_t hw = bank.hw(), max_images = bank.max_score_images();
-  size_t i = 0;
-  while (i < images.size()) {
-    size_t j = i + 1;
-    while (j < images.size() && int64_t(j - i) < max_images && images[j] == images[j - 1] + 1)
-      ++j;
-    const int64_t count = int64_t(j - i);
-    // The training checks read nothing back; the copy is ordered after the forward on the
-    // stream, before the next forward reuses the NLL buffer.
-    m_flow_s.forward_async(theta, bank.image_rows(images[i], count), bank.image_condition(count));
-    mem::copy(out + i * hw, m_device, m_flow_s.nll_device(), m_device,
-              sizeof(float) * size_t(count * hw), m_stream);
-    i = j;
-  }
 }
 
 }  // namespace mirad

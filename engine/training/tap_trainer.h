@@ -1,6 +1,7 @@
-// TapTrainer: trains, adapts and scores the flow of one feature tap. Plain training is Adam on
-// the NLL of image batches; MAML is Adam on theta_0 with meta-gradients averaged over a
-// meta-batch of tasks, and the shipped parameters are theta_0 adapted by n_final SGD steps.
+// TapTrainer: trains and adapts the flow of one feature tap. Plain training is Adam on the NLL of
+// image batches; MAML is Adam on theta_0 with meta-gradients averaged over a meta-batch of
+// tasks, and the shipped parameters are theta_0 adapted by n_final SGD steps. Scoring is not
+// the trainer's: train and predict time share the detector layer's scorer.
 #pragma once
 
 #include <cstdint>
@@ -70,14 +71,6 @@ class TapTrainer {
   // plain copies theta_0.
   void adapt(VecView<const float> theta0, VecView<float> theta, const PatchBank& bank,
              EpisodeSource& source, TapTrainStats* stats = nullptr);
-  // Per-position NLL of whole images: [images.size() * hw] on the host, image-major. A
-  // non-finite value is kept (the most anomalous); nothing throws for it.
-  std::vector<float> score(VecView<const float> theta, const PatchBank& bank,
-                           const std::vector<int64_t>& images);
-  // score() into out ([images.size() * hw] floats on device()) with nothing read back: the
-  // whole-test-set scoring pipeline keeps the NLLs where the flow computed them.
-  void score_into(VecView<const float> theta, const PatchBank& bank,
-                  const std::vector<int64_t>& images, float* out);
 
  private:
   // A batch of the given images' rows, with rows whose NLL at theta is not finite left out

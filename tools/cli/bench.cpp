@@ -198,7 +198,7 @@ json bench_scoring(const BenchOptions& o, Device dev) {
   for (int64_t i = 0; i < n_images; ++i) ids[i] = i;
   Buffer<float> fused(0, dev);
   const double sec = time_per_call(o.min_seconds, [&] {
-    const DeviceTapMaps tm = score_maps_on_device(ms, ptrs, ids, cfg.train, dev);
+    const DeviceTapMaps tm = score_maps_on_device(ms, ptrs, ids, dev);
     score_images(tm, stats, cfg.score, &fused);
   }, dev);
   return {{"images", n_images},

@@ -1,5 +1,6 @@
-// Rejection rules: quartile, MAD and two-component-mixture thresholds.
-#include "engine/detector/rejection.h"
+// Thresholds: the IQR fence, the rejection rules (quartile, skew-adjusted, MAD, two-component
+// mixture) and the decision threshold.
+#include "engine/detector/threshold.h"
 
 #include <algorithm>
 #include <cmath>
@@ -25,10 +26,31 @@ double log_sum_exp(double a, double b) {
 
 RejectionThreshold iqr_rule(const std::vector<double>& x, double k) {
   const QuartileStats q = quartiles_cpu(x.data(), int64_t(x.size()));
-  return {q.threshold(k), fmt::format("Q3 + {}*IQR = {:.4g} + {}*{:.4g}", k, q.q3, k, q.iqr)};
+  return {iqr_fence(q, k), fmt::format("Q3 + {}*IQR = {:.4g} + {}*{:.4g}", k, q.q3, k, q.iqr)};
 }
 
 }  // namespace
+
+double iqr_fence(const QuartileStats& q, double k) { return q.q3 + k * q.iqr; }
+
+double decision_threshold(const std::vector<double>& scores, const ThresholdSettings& t,
+                          std::string* detail) {
+  std::vector<double> f;
+  for (double s : scores)
+    if (std::isfinite(s)) f.push_back(s);
+  CHECK_INPUT(!f.empty(), "threshold: every calibration score is NaN or Inf (the flow gives a "
+              "non-finite NLL on every retained image)");
+  if (t.rule == "fpr") {
+    const double q = quantiles_cpu(f.data(), int64_t(f.size()), {1.0 - t.target_fpr})[0];
+    if (detail) *detail = fmt::format("{:.4g} quantile of retained scores = {:.4g}", 1.0 - t.target_fpr, q);
+    return q;
+  }
+  const QuartileStats q = quartiles_cpu(f.data(), int64_t(f.size()));
+  if (detail)
+    *detail = fmt::format("Q3 + {}*IQR of retained scores = {:.4g} + {}*{:.4g}", t.k, q.q3, t.k,
+                          q.iqr);
+  return iqr_fence(q, t.k);
+}
 
 double medcouple(const std::vector<double>& in) {
   CHECK_INPUT(!in.empty(), "medcouple: no values");
