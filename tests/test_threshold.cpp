@@ -36,14 +36,14 @@ TEST(Threshold, DecisionThresholdIqrAndFprByHand) {
   // Finite scores 1..9 (NaN and Inf are left out): Q3 7, IQR 4.
   const std::vector<double> s = {5, 1, std::nan(""), 9, 3, 7, kInf, 2, 8, 4, 6};
   ThresholdSettings t;
-  t.rule = "iqr", t.k = 1.5;
+  t.rule = ThresholdRule::iqr, t.k = 1.5;
   std::string detail;
   EXPECT_EQ(decision_threshold(s, t, &detail), 13.0);  // 7 + 1.5*4
   EXPECT_EQ(detail, "Q3 + 1.5*IQR of retained scores = 7 + 1.5*4");
   t.k = 0.5;
   EXPECT_EQ(decision_threshold(s, t), 9.0);  // 7 + 0.5*4
   // fpr 0.25: the 0.75 quantile, h = 8*0.75 = 6 -> the 7th smallest, 7.
-  t.rule = "fpr", t.target_fpr = 0.25;
+  t.rule = ThresholdRule::fpr, t.target_fpr = 0.25;
   EXPECT_EQ(decision_threshold(s, t, &detail), 7.0);
   EXPECT_EQ(detail, "0.75 quantile of retained scores = 7");
   // fpr 0.1: h = 8*0.9 = 7.2 -> 8 + 0.2*(9 - 8).

@@ -218,7 +218,7 @@ RefineRun plan_run(const std::vector<const PatchBank*>& banks, const DetectorCon
   }
   CHECK_INPUT(run.pool.size() >= 2, "refinement: {} training images left; at least 2 are needed",
               run.pool.size());
-  run.cross = cfg.refine.scoring == "cross_fit";
+  run.cross = cfg.refine.scoring == ScoringMethod::cross_fit;
   run.soft = cfg.refine.soft;
   run.folds = run.cross ? int(cfg.refine.folds) : 1;
   const std::vector<uint64_t> keys = image_fingerprints(banks, n_all);

@@ -40,7 +40,7 @@ double decision_threshold(const std::vector<double>& scores, const ThresholdSett
     if (std::isfinite(s)) f.push_back(s);
   CHECK_INPUT(!f.empty(), "threshold: every calibration score is NaN or Inf (the flow gives a "
               "non-finite NLL on every retained image)");
-  if (t.rule == "fpr") {
+  if (t.rule == ThresholdRule::fpr) {
     const double q = quantiles_cpu(f.data(), int64_t(f.size()), {1.0 - t.target_fpr})[0];
     if (detail) *detail = fmt::format("{:.4g} quantile of retained scores = {:.4g}", 1.0 - t.target_fpr, q);
     return q;
@@ -158,12 +158,12 @@ Mixture2 fit_mixture2(const std::vector<double>& x, int max_iterations) {
   return m;
 }
 
-RejectionThreshold rejection_threshold(const std::vector<double>& x, const std::string& rule,
+RejectionThreshold rejection_threshold(const std::vector<double>& x, RejectionRule rule,
                                        double k) {
   CHECK_INPUT(!x.empty(), "rejection: no finite scores");
   for (double v : x) CHECK_INPUT(std::isfinite(v), "rejection: score {} is not finite", v);
-  if (rule == "iqr") return iqr_rule(x, k);
-  if (rule == "adjusted") {
+  if (rule == RejectionRule::iqr) return iqr_rule(x, k);
+  if (rule == RejectionRule::adjusted) {
     const QuartileStats q = quartiles_cpu(x.data(), int64_t(x.size()));
     const double mc = medcouple(x);
     const double f = std::exp((mc >= 0 ? 3.0 : 4.0) * mc);
@@ -171,7 +171,7 @@ RejectionThreshold rejection_threshold(const std::vector<double>& x, const std::
             fmt::format("Q3 + {}*exp({}*MC)*IQR = {:.4g} + {}*{:.3g}*{:.4g} (MC {:.3f})", k,
                         mc >= 0 ? 3 : 4, q.q3, k, f, q.iqr, mc)};
   }
-  if (rule == "mad") {
+  if (rule == RejectionRule::mad) {
     const double med = quartiles_cpu(x.data(), int64_t(x.size())).median;
     std::vector<double> dev(x.size());
     for (size_t i = 0; i < x.size(); ++i) dev[i] = std::abs(x[i] - med);
@@ -181,7 +181,7 @@ RejectionThreshold rejection_threshold(const std::vector<double>& x, const std::
     return {tau, fmt::format("median + {}*1.4826*MAD = {:.4g} + {}*1.4826*{:.4g}", k, med, k,
                              mad)};
   }
-  if (rule == "gmm") {
+  if (rule == RejectionRule::gmm) {
     const int64_t n = int64_t(x.size());
     if (n < 8) return iqr_rule(x, k);
     const Mixture2 m = fit_mixture2(x);
@@ -221,7 +221,7 @@ RejectionThreshold rejection_threshold(const std::vector<double>& x, const std::
                             "{:.3g}, upper weight {:.3f}, D {:.2f})",
                             hi, m.mean[0], m.sd[0], m.mean[1], m.sd[1], m.weight[1], ashman)};
   }
-  throw InputError(fmt::format("rejection: unknown rule '{}' (valid: iqr, adjusted, mad, gmm)", rule));
+  throw InputError(fmt::format("rejection: unknown rule {}", int(rule)));  // not a RejectionRule
 }
 
 }  // namespace mirad

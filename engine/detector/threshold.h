@@ -28,9 +28,9 @@ struct RejectionThreshold {
 };
 
 // The threshold from the finite scores (non-finite ones are rejected on their own and must be
-// left out by the caller). InputError for an unknown rule or no scores.
+// left out by the caller). InputError for no scores.
 RejectionThreshold rejection_threshold(const std::vector<double>& finite_scores,
-                                       const std::string& rule, double k);
+                                       RejectionRule rule, double k);
 
 // The decision threshold from calibration scores (DESIGN.md §6): the IQR fence ("iqr") or the
 // 1 - target_fpr quantile ("fpr") of the finite scores; detail, if given, says how it was found.

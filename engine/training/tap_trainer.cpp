@@ -38,8 +38,8 @@ TapTrainer::TapTrainer(const FlowConfig& flow, const TrainSettings& train, Devic
       m_flow_q(flow, device, m_stream), m_alpha(float(train.inner_lr)) {
   m_flow_s.set_checks(training_checks());
   m_flow_q.set_checks(training_checks());
-  m_flow_s.set_precision(train.precision);
-  m_flow_q.set_precision(train.precision);
+  m_flow_s.set_precision(name_of(train.precision));
+  m_flow_q.set_precision(name_of(train.precision));
   m_grad = Buffer<float>(n_params(), device);
   m_meta_grad = Buffer<float>(n_params(), device);
 }
@@ -47,7 +47,7 @@ TapTrainer::TapTrainer(const FlowConfig& flow, const TrainSettings& train, Devic
 TapTrainer::~TapTrainer() = default;
 
 int64_t TapTrainer::steps_for_budget(int64_t budget) const {
-  if (m_train.mode == "plain") return std::max<int64_t>(1, budget);
+  if (m_train.mode == TrainMode::plain) return std::max<int64_t>(1, budget);
   DetectorConfig c;
   c.train = m_train;
   return std::max<int64_t>(1, (budget - m_train.n_final) / c.evals_per_step());
@@ -176,7 +176,7 @@ TapTrainStats TapTrainer::run_steps(const StepKind& kind, VecView<float> theta, 
 TapTrainStats TapTrainer::train_eager(VecView<float> theta, const PatchBank& bank,
                                       EpisodeSource& source, int64_t steps,
                                       const TrainProgress& progress, Optimizer<float>& adam) {
-  const bool maml = m_train.mode != "plain";
+  const bool maml = m_train.mode == TrainMode::maml;
   const int64_t P = n_params();
   Buffer<unsigned long long> bad_count(1, m_device);
   StepCheck last;
@@ -245,8 +245,8 @@ int64_t TapTrainer::meta_batch_mean(int64_t B,
 
 bool TapTrainer::batched_tasks(int64_t B) const {
   if (B <= 1) return false;
-  const std::string& mode = m_train.batched_tasks;
-  return mode == "on" || (mode == "auto" && m_device == Device::cuda);
+  const TaskBatching mode = m_train.batched_tasks;
+  return mode == TaskBatching::on || (mode == TaskBatching::automatic && m_device == Device::cuda);
 }
 
 void TapTrainer::ensure_batched_flows(int64_t B) {
@@ -254,7 +254,7 @@ void TapTrainer::ensure_batched_flows(int64_t B) {
   auto make = [&] {
     auto f = std::make_unique<CouplingFlow<float>>(m_flow_s.config(), m_device, m_stream);
     f->set_tasks(B);
-    f->set_precision(m_train.precision);
+    f->set_precision(name_of(m_train.precision));
     f->set_checks(training_checks());
     return f;
   };
@@ -346,7 +346,7 @@ void TapTrainer::adapt(VecView<const float> theta0, VecView<float> theta, const 
   CHECK_INPUT(theta.size == n_params() && theta0.size == n_params(),
               "trainer: adapt() buffers do not fit the flow");
   mem::copy(theta.data, m_device, theta0.data, m_device, sizeof(float) * n_params(), m_stream);
-  if (m_train.mode == "plain") {
+  if (m_train.mode == TrainMode::plain) {
     mem::synchronize(m_stream);
     return;
   }

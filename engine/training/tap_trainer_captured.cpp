@@ -17,7 +17,7 @@ TapTrainStats TapTrainer::train_captured(VecView<float> theta, const PatchBank& 
                                          EpisodeSource& source, int64_t steps,
                                          const TrainProgress& progress, Optimizer<float>& adam) {
   NVTX_RANGE("train_captured");
-  const bool maml = m_train.mode != "plain";
+  const bool maml = m_train.mode == TrainMode::maml;
   const int64_t P = n_params(), B = maml ? m_train.meta_batch : 1;
   const int64_t per_task = evals_per_task();
   // The graph's flows read nothing back and never synchronise.

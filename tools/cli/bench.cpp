@@ -251,7 +251,7 @@ json bench_maml(const BenchOptions& o, Device dev) {
     json row = {{"dim", D}};
     for (bool second : {false, true}) {
       TrainSettings ts;
-      ts.mode = "maml";
+      ts.mode = TrainMode::maml;
       ts.second_order = second;
       TapTrainer tr(f, ts, dev);
       EpisodeScheduler src(images, {}, ts.support, ts.query, 5);
