@@ -496,7 +496,7 @@ std::vector<Prediction> Predictor::predict(const std::vector<fs::path>& images, 
   if (progress) progress("scoring", 0, int64_t(ids.size()), NAN);
   // The whole test set is scored where its features are: on CUDA the NLLs, the fused maps and
   // the image parts stay on the device, and only scores (and finished maps) come back.
-  const DeviceTapMaps tm = score_maps_on_device(ms, banks.ptrs, ids, m.config.train, m_device);
+  const DeviceTapMaps tm = score_maps_on_device(ms, banks.ptrs, ids, m_device);
   Buffer<float> fused;
   const auto scores = score_images(tm, m.stats, m.config.score, &fused);
   const Grid g = fused_grid(tm.grids);

@@ -1,4 +1,5 @@
-// Robust quantiles of a score array (numpy's 'linear' rule) and the IQR rejection threshold.
+// Robust quantiles of a score array (numpy's 'linear' rule); the thresholds built on them live
+// in engine/detector/threshold.h.
 //
 // Rules shared by every backend:
 // - Quantile p of n sorted values x[0..n-1] sits at h = (n-1)*p and is
@@ -28,9 +29,6 @@ struct QuartileStats {
   double iqr = 0;
   int64_t n_valid = 0;  // scores that took part (everything but NaN)
   int64_t n_nan = 0;
-
-  // The rejection threshold tau = Q3 + k*IQR (the design's iqr_k, default 1.5).
-  double threshold(double k) const { return q3 + k * iqr; }
 };
 
 // The probabilities behind QuartileStats' q1, median and q3, for every backend.

@@ -146,7 +146,8 @@ TEST(CudaFlowTasks, TrainerStepBatchedOrNotGivesTheSameMetaGradient) {
   const std::vector<int64_t>& images = data.images;
   auto first_step = [&](bool batched, bool graphs) {
     TrainSettings ts;
-    ts.mode = "maml", ts.batched_tasks = batched ? "on" : "off", ts.cuda_graphs = graphs;
+    ts.mode = TrainMode::maml, ts.batched_tasks = batched ? TaskBatching::on : TaskBatching::off,
+    ts.cuda_graphs = graphs;
     ts.support = 4, ts.query = 4, ts.meta_batch = 4, ts.positions = 16, ts.n_final = 0;
     TapTrainer tr(f, ts, Device::cuda);
     std::vector<float> g0;
@@ -178,7 +179,8 @@ TEST(CudaFlowTasks, BatchedStepLaunchesFewerKernels) {
   const std::vector<int64_t>& images = data.images;
   auto census = [&](bool batched) {
     TrainSettings ts;
-    ts.mode = "maml", ts.batched_tasks = batched ? "on" : "off", ts.cuda_graphs = true;
+    ts.mode = TrainMode::maml, ts.batched_tasks = batched ? TaskBatching::on : TaskBatching::off,
+    ts.cuda_graphs = true;
     ts.support = 4, ts.query = 4, ts.meta_batch = 4, ts.positions = 16, ts.n_final = 0;
     TapTrainer tr(f, ts, Device::cuda);
     EpisodeScheduler src(images, {}, ts.support, ts.query, 11);

@@ -19,7 +19,7 @@ using mirad::test::rel_error;
 
 namespace {
 
-std::vector<float> train_once(const std::string& mode, bool graphs, int64_t D) {
+std::vector<float> train_once(TrainMode mode, bool graphs, int64_t D) {
   FlowConfig f;
   f.dim = D, f.seed = 3;
   const int64_t n_images = 24, H = 8, W = 8;
@@ -33,10 +33,10 @@ std::vector<float> train_once(const std::string& mode, bool graphs, int64_t D) {
   TapTrainer tr(f, ts, Device::cuda);
   EpisodeScheduler src(images, {}, ts.support, ts.query, 11);
   auto theta = tr.init_params(bank, src);
-  const auto stats = tr.train(theta, bank, src, mode == "plain" ? 37 : 37 * 8);
+  const auto stats = tr.train(theta, bank, src, mode == TrainMode::plain ? 37 : 37 * 8);
   EXPECT_GT(stats.steps, 0);
   EXPECT_TRUE(std::isfinite(stats.last_loss));
-  EXPECT_LT(stats.last_loss, stats.first_loss) << mode << " graphs " << graphs;
+  EXPECT_LT(stats.last_loss, stats.first_loss) << name_of(mode) << " graphs " << graphs;
   return theta.to_host();
 }
 
@@ -44,17 +44,17 @@ std::vector<float> train_once(const std::string& mode, bool graphs, int64_t D) {
 
 TEST(CudaTrainGraph, GraphReplayEqualsEagerTraining) {
   if (!cuda_available()) GTEST_SKIP() << "no CUDA device";
-  for (const char* mode : {"plain", "maml"}) {
+  for (TrainMode mode : {TrainMode::plain, TrainMode::maml}) {
     for (int64_t D : {40, 112}) {
       const auto eager = train_once(mode, false, D);
       const auto graph = train_once(mode, true, D);
       double max_abs = 0;
       for (size_t i = 0; i < eager.size(); ++i)
         max_abs = std::max(max_abs, double(std::abs(eager[i] - graph[i])));
-      std::printf("%s D=%ld: graph vs eager parameters, max |diff| %.3g, rel. error %.3g\n", mode,
+      std::printf("%s D=%ld: graph vs eager parameters, max |diff| %.3g, rel. error %.3g\n", name_of(mode),
                   long(D), max_abs, rel_error(graph, eager));
       // The same kernels in the same order: identical up to cuBLAS's own run-to-run freedom.
-      EXPECT_LT(rel_error(graph, eager), 1e-6) << mode << " D=" << D;
+      EXPECT_LT(rel_error(graph, eager), 1e-6) << name_of(mode) << " D=" << D;
     }
   }
 }

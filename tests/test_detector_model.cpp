@@ -80,9 +80,9 @@ TEST(DetectorConfig, RejectsUnknownKeysWrongTypesAndRanges) {
   {
     const DetectorConfig b = DetectorConfig::from_json(
         {{"train", {{"precision", "bf16"}, {"batched_tasks", "off"}}}});
-    EXPECT_EQ(b.train.precision, "bf16");
-    EXPECT_EQ(b.train.batched_tasks, "off");
-    EXPECT_EQ(DetectorConfig{}.train.batched_tasks, "auto");
+    EXPECT_EQ(b.train.precision, FlowPrecision::bf16);
+    EXPECT_EQ(b.train.batched_tasks, TaskBatching::off);
+    EXPECT_EQ(DetectorConfig{}.train.batched_tasks, TaskBatching::automatic);
   }
   // Round trip, and the rule's k defaults by rule.
   DetectorConfig c = DetectorConfig::from_json({{"refine", {{"rule", "mad"}}}, {"seed", 5}});

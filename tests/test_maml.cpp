@@ -81,7 +81,7 @@ TEST(Maml, TrainerStepUsesTheSecondOrderMetaGradient) {
   auto rows = randn<float>(n_images * HW * fc.dim, 11);
   PatchBank bank(rows, n_images, fc.dim, H, W, fc.cond_dim, Device::cpu);
   TrainSettings ts;
-  ts.mode = "maml", ts.second_order = true, ts.meta_batch = 1, ts.n_inner = 1;
+  ts.mode = TrainMode::maml, ts.second_order = true, ts.meta_batch = 1, ts.n_inner = 1;
   ts.inner_lr = 0.3, ts.meta_lr = 1e-3, ts.support = 3, ts.query = 4, ts.positions = 5;
   // The trainer's inner step is inner_lr on the per-dimension NLL: alpha / D on the sum.
   const float alpha = float(ts.inner_lr) / float(fc.dim);
@@ -158,7 +158,7 @@ TEST(Maml, DivergenceIsDetectedRestoredAndReported) {
   PatchBank bank(rows, n_images, fc.dim, 2, 2, fc.cond_dim, Device::cpu);
   std::vector<int64_t> images;
   for (int64_t i = 0; i < n_images; ++i) images.push_back(i);
-  for (const char* mode : {"plain", "maml"}) {
+  for (TrainMode mode : {TrainMode::plain, TrainMode::maml}) {
     TrainSettings ts;
     ts.mode = mode, ts.support = 3, ts.query = 3, ts.meta_batch = 2, ts.positions = 0;
     ts.meta_lr = 1e7;  // every Adam step moves each parameter by ~1e7
@@ -169,14 +169,14 @@ TEST(Maml, DivergenceIsDetectedRestoredAndReported) {
     const auto start = theta.to_host();
     try {
       trainer.train(theta, bank, source, 200);
-      ADD_FAILURE() << mode << ": a learning rate of 1e7 did not diverge";
+      ADD_FAILURE() << name_of(mode) << ": a learning rate of 1e7 did not diverge";
     } catch (const InputError& e) {
       EXPECT_NE(std::string(e.what()).find("training diverged 3 times"), std::string::npos)
           << e.what();
     }
-    for (float v : theta.to_host()) ASSERT_TRUE(std::isfinite(v)) << mode;
+    for (float v : theta.to_host()) ASSERT_TRUE(std::isfinite(v)) << name_of(mode);
     // The first divergence comes before any snapshot: the parameters are the starting ones.
-    EXPECT_EQ(theta.to_host(), start) << mode;
+    EXPECT_EQ(theta.to_host(), start) << name_of(mode);
   }
 }
 
@@ -193,7 +193,8 @@ TEST(Maml, BatchedTasksTrainLikeTasksOneByOne) {
   for (bool second_order : {true, false}) {
     auto run = [&](bool batched) {
       TrainSettings ts;
-      ts.mode = "maml", ts.second_order = second_order, ts.batched_tasks = batched ? "on" : "off";
+      ts.mode = TrainMode::maml, ts.second_order = second_order,
+      ts.batched_tasks = batched ? TaskBatching::on : TaskBatching::off;
       ts.support = 3, ts.query = 2, ts.meta_batch = 3, ts.n_inner = 2, ts.positions = 3;
       ts.inner_lr = 0.3, ts.n_final = 0;
       TapTrainer trainer(fc, ts, Device::cpu);

@@ -108,18 +108,6 @@ TEST_P(QuartilesHandTable, DispatchToCpuAgrees) {
 INSTANTIATE_TEST_SUITE_P(quantiles, QuartilesHandTable, ::testing::ValuesIn(hand_cases()),
                          [](const auto& info) { return info.param.name; });
 
-TEST(quantiles, ThresholdIsQ3PlusKTimesIqr) {
-  // Sorted 0.5 1 2 3 6 7 8 9: Q1 = 1.75, Q3 = 7.25, IQR = 5.5; tau = 7.25 + 1.5*5.5 = 15.5.
-  const std::vector<float> scores = {0.5f, 8, 3, 6, 1, 9, 2, 7};
-  const QuartileStats s = quartiles_cpu(scores.data(), 8);
-  EXPECT_EQ(s.iqr, 5.5);
-  EXPECT_EQ(s.threshold(1.5), 15.5);
-  EXPECT_EQ(s.threshold(0.0), 7.25);
-  // Sorted -10 -3 0 2 5: IQR = 2 - (-3) = 5, tau = 2 + 7.5 = 9.5.
-  const std::vector<float> negative = {-3, 5, -10, 0, 2};
-  EXPECT_EQ(quartiles_cpu(negative.data(), 5).threshold(1.5), 9.5);
-}
-
 TEST(quantiles, GeneralProbabilitiesIncludingEnds) {
   // Sorted 0.5 1 2 3 6 7 8 9 (n=8).
   // p=0 -> x0 = 0.5; p=1 -> x7 = 9;
@@ -154,14 +142,13 @@ TEST(quantiles, InfinitiesAreValuesAtTheEnds) {
   EXPECT_EQ(s.median, 1.5);
   EXPECT_EQ(s.q3, 2.25);
 
-  // All +Inf: every quartile is +Inf, the IQR is 0 (not Inf - Inf), and nothing can exceed
-  // the threshold.
+  // All +Inf: every quartile is +Inf and the IQR is 0 (not Inf - Inf); the IQR fence on them
+  // (test_threshold.cpp) is +Inf.
   const std::vector<float> all_inf = {kInf, kInf, kInf};
   s = quartiles_cpu(all_inf.data(), 3);
   EXPECT_EQ(s.q1, kInf);
   EXPECT_EQ(s.q3, kInf);
   EXPECT_EQ(s.iqr, 0.0);
-  EXPECT_EQ(s.threshold(1.5), kInf);
 
   // -Inf next to +Inf: exact order statistics (p = 0, 1) are returned as they are (numpy
   // returns NaN there); strictly between them there is no meaningful value, so NaN.

@@ -61,11 +61,11 @@ TEST(RefineResume, EveryRoundsCheckpointResumesToTheSameResult) {
   const PatchBank b(rows(2, 0.5f), 24, C, H, W, 8, Device::cpu);
   const std::vector<Case> cases = {
       {"soft", [](DetectorConfig& c, RefineOptions&) {
-         c.refine.soft = true, c.refine.scoring = "in_sample";
+         c.refine.soft = true, c.refine.scoring = ScoringMethod::in_sample;
        }},
       {"soft cross-fit", [](DetectorConfig& c, RefineOptions&) { c.refine.soft = true; }},
       {"review in-sample", [](DetectorConfig& c, RefineOptions& o) {
-         c.refine.scoring = "in_sample";
+         c.refine.scoring = ScoringMethod::in_sample;
          o.always_keep = {21}, o.always_reject = {3, 22};
          o.baseline = true;
        }},

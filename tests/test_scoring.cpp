@@ -5,7 +5,7 @@
 #include <cmath>
 #include <random>
 
-#include "engine/detector/rejection.h"
+#include "engine/detector/threshold.h"
 #include "engine/detector/scoring.h"
 #include "expect_error.h"
 #include "scoring_test_util.h"
@@ -117,11 +117,12 @@ TEST(Scoring, DeviceTapMapsOnTheCpuEqualTheHostPath) {
 TEST(Rejection, IqrAndMadRulesByHand) {
   const std::vector<double> x = {1, 2, 3, 4, 5, 6, 7, 8, 9};
   // Q1 3, Q3 7, IQR 4: tau = 7 + 1.5*4 = 13.
-  EXPECT_DOUBLE_EQ(rejection_threshold(x, "iqr", 1.5).tau, 13.0);
+  EXPECT_DOUBLE_EQ(rejection_threshold(x, RejectionRule::iqr, 1.5).tau, 13.0);
   // median 5, |x - 5| = 4 3 2 1 0 1 2 3 4 -> MAD 2: tau = 5 + 3*1.4826*2.
-  EXPECT_NEAR(rejection_threshold(x, "mad", 3.0).tau, 5 + 3 * 1.4826 * 2, 1e-12);
-  mirad::test::expect_input_error([&] { rejection_threshold(x, "median", 1.0); }, "unknown rule");
-  mirad::test::expect_input_error([&] { rejection_threshold({}, "iqr", 1.0); }, "no finite");
+  EXPECT_NEAR(rejection_threshold(x, RejectionRule::mad, 3.0).tau, 5 + 3 * 1.4826 * 2, 1e-12);
+  // An unknown rule cannot reach here: the config refuses it where it is read
+  // (test_detector_model.cpp, DetectorConfig.RejectsUnknownKeysWrongTypesAndRanges).
+  mirad::test::expect_input_error([&] { rejection_threshold({}, RejectionRule::iqr, 1.0); }, "no finite");
 }
 
 // Scores of a contaminated training set: clean ~ N(0, 1), contaminants ~ N(6, 1).
@@ -152,9 +153,9 @@ double false_rate_above(const std::vector<double>& s, double frac, double tau) {
 // inflate the MAD, so median + 3*MAD breaks down like Q3 + 1.5*IQR; the mixture holds.
 TEST(Rejection, MixtureHoldsAtFortyPercentWhereIqrAndMadBreak) {
   const auto s = contaminated_scores(400, 0.4, 11);
-  const double t_iqr = rejection_threshold(s, "iqr", 1.5).tau;
-  const double t_mad = rejection_threshold(s, "mad", 3.0).tau;
-  const auto gmm = rejection_threshold(s, "gmm", 1.5);
+  const double t_iqr = rejection_threshold(s, RejectionRule::iqr, 1.5).tau;
+  const double t_mad = rejection_threshold(s, RejectionRule::mad, 3.0).tau;
+  const auto gmm = rejection_threshold(s, RejectionRule::gmm, 1.5);
   std::printf("40%%: iqr tau %.2f (recall %.2f), mad tau %.2f (recall %.2f), gmm tau %.2f "
               "(recall %.2f, false %.3f) %s\n", t_iqr, recall_above(s, 0.4, t_iqr), t_mad,
               recall_above(s, 0.4, t_mad), gmm.tau, recall_above(s, 0.4, gmm.tau),
@@ -166,8 +167,8 @@ TEST(Rejection, MixtureHoldsAtFortyPercentWhereIqrAndMadBreak) {
   EXPECT_LT(recall_above(s, 0.4, t_mad), 0.2);
   // At 20% the MAD rule still holds (and so does the IQR rule, just).
   const auto s20 = contaminated_scores(400, 0.2, 12);
-  const double m20 = rejection_threshold(s20, "mad", 3.0).tau;
-  const double q20 = rejection_threshold(s20, "iqr", 1.5).tau;
+  const double m20 = rejection_threshold(s20, RejectionRule::mad, 3.0).tau;
+  const double q20 = rejection_threshold(s20, RejectionRule::iqr, 1.5).tau;
   std::printf("20%%: mad tau %.2f (recall %.2f, false %.3f), iqr tau %.2f (recall %.2f)\n", m20,
               recall_above(s20, 0.2, m20), false_rate_above(s20, 0.2, m20), q20,
               recall_above(s20, 0.2, q20));
@@ -178,7 +179,7 @@ TEST(Rejection, MixtureHoldsAtFortyPercentWhereIqrAndMadBreak) {
 TEST(Rejection, MixtureFallsBackOnOneCluster) {
   // Clean data only: the mixture must not split one Gaussian into "clean" and "defective".
   const auto s = contaminated_scores(300, 0.0, 5);
-  const auto gmm = rejection_threshold(s, "gmm", 1.5);
+  const auto gmm = rejection_threshold(s, RejectionRule::gmm, 1.5);
   EXPECT_NE(gmm.detail.find("one cluster"), std::string::npos) << gmm.detail;
   EXPECT_LT(false_rate_above(s, 0.0, gmm.tau), 0.02);
   // EM recovers the two components of a clear mixture.
@@ -208,6 +209,6 @@ TEST(Rejection, MedcoupleByHandAndOnTheExponential) {
     EXPECT_NEAR(medcouple(e), 1.0 / 3.0, 3e-3) << n;
   }
   // The adjusted fence: Q3 + 1.5 * exp(3 * 0.5) * IQR with numpy's quartiles 2.25 and 7.
-  const auto t = rejection_threshold(x, "adjusted", 1.5);
+  const auto t = rejection_threshold(x, RejectionRule::adjusted, 1.5);
   EXPECT_NEAR(t.tau, 7 + 1.5 * std::exp(1.5) * 4.75, 1e-12) << t.detail;
 }

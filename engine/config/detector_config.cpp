@@ -2,12 +2,62 @@
 #include "engine/config/detector_config.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <utility>
 
 #include "core/error.h"
 #include "engine/io/json_fields.h"
 
 namespace mirad {
+
+namespace {
+
+// Each choice's names, in the order the errors list them.
+template <typename E, size_t N>
+using Names = std::array<std::pair<E, const char*>, N>;
+constexpr Names<TrainMode, 2> kTrainModes{{{TrainMode::plain, "plain"}, {TrainMode::maml, "maml"}}};
+constexpr Names<TaskBatching, 3> kTaskBatchings{{{TaskBatching::automatic, "auto"},
+                                                 {TaskBatching::on, "on"},
+                                                 {TaskBatching::off, "off"}}};
+constexpr Names<FlowPrecision, 3> kFlowPrecisions{{{FlowPrecision::fp32, "fp32"},
+                                                   {FlowPrecision::tf32, "tf32"},
+                                                   {FlowPrecision::bf16, "bf16"}}};
+constexpr Names<ScoringMethod, 2> kScoringMethods{{{ScoringMethod::in_sample, "in_sample"},
+                                                   {ScoringMethod::cross_fit, "cross_fit"}}};
+constexpr Names<RejectionRule, 4> kRejectionRules{{{RejectionRule::iqr, "iqr"},
+                                                   {RejectionRule::adjusted, "adjusted"},
+                                                   {RejectionRule::mad, "mad"},
+                                                   {RejectionRule::gmm, "gmm"}}};
+constexpr Names<ThresholdRule, 2> kThresholdRules{{{ThresholdRule::iqr, "iqr"},
+                                                   {ThresholdRule::fpr, "fpr"}}};
+
+template <typename E, size_t N>
+const char* name_in(const Names<E, N>& names, E v) {
+  for (const auto& [e, name] : names)
+    if (e == v) return name;
+  throw InputError(fmt::format("config: no name for choice {}", int(v)));
+}
+
+// Reads a choice by its name, with the errors of a string key and its allowed values.
+template <typename E, size_t N>
+void read_choice(const JsonFields& f, const char* key, E& field, const Names<E, N>& names) {
+  std::string s = name_in(names, field);
+  std::vector<std::string> allowed;
+  for (const auto& entry : names) allowed.push_back(entry.second);
+  f.string(key, s, allowed);
+  for (const auto& [e, name] : names)
+    if (s == name) field = e;
+}
+
+}  // namespace
+
+const char* name_of(TrainMode v) { return name_in(kTrainModes, v); }
+const char* name_of(TaskBatching v) { return name_in(kTaskBatchings, v); }
+const char* name_of(FlowPrecision v) { return name_in(kFlowPrecisions, v); }
+const char* name_of(ScoringMethod v) { return name_in(kScoringMethods, v); }
+const char* name_of(RejectionRule v) { return name_in(kRejectionRules, v); }
+const char* name_of(ThresholdRule v) { return name_in(kThresholdRules, v); }
 
 nlohmann::json DetectorConfig::to_json() const {
   return {
@@ -26,7 +76,7 @@ nlohmann::json DetectorConfig::to_json() const {
         {"hidden_factor", flow.hidden_factor},
         {"clamp", flow.clamp}}},
       {"train",
-       {{"mode", train.mode},
+       {{"mode", name_of(train.mode)},
         {"second_order", train.second_order},
         {"budget", train.budget},
         {"support", train.support},
@@ -39,15 +89,15 @@ nlohmann::json DetectorConfig::to_json() const {
         {"positions", train.positions},
         {"warm_start", train.warm_start},
         {"cuda_graphs", train.cuda_graphs},
-        {"batched_tasks", train.batched_tasks},
-        {"precision", train.precision},
+        {"batched_tasks", name_of(train.batched_tasks)},
+        {"precision", name_of(train.precision)},
         {"round_budget", train.round_budget}}},
       {"refine",
        {{"max_rounds", refine.max_rounds},
-        {"rule", refine.rule},
+        {"rule", name_of(refine.rule)},
         {"k", rule_k()},
         {"min_keep", refine.min_keep},
-        {"scoring", refine.scoring},
+        {"scoring", name_of(refine.scoring)},
         {"folds", refine.folds},
         {"soft", refine.soft}}},
       {"score",
@@ -55,7 +105,7 @@ nlohmann::json DetectorConfig::to_json() const {
         {"weight", score.weight},
         {"map_sigma", score.map_sigma}}},
       {"threshold",
-       {{"rule", threshold.rule}, {"k", threshold.k}, {"target_fpr", threshold.target_fpr}}},
+       {{"rule", name_of(threshold.rule)}, {"k", threshold.k}, {"target_fpr", threshold.target_fpr}}},
   };
 }
 
@@ -98,7 +148,7 @@ DetectorConfig DetectorConfig::from_json(const nlohmann::json& j) {
                  {"mode", "second_order", "budget", "support", "query", "meta_batch", "n_inner",
                   "inner_lr", "meta_lr", "n_final", "positions", "warm_start", "round_budget",
                   "cuda_graphs", "batched_tasks", "precision"});
-    f.string("mode", c.train.mode, {"plain", "maml"});
+    read_choice(f, "mode", c.train.mode, kTrainModes);
     f.boolean("second_order", c.train.second_order);
     f.integer("budget", c.train.budget, int64_t(1), int64_t(100000000));
     f.integer("support", c.train.support, int64_t(1), int64_t(100000));
@@ -112,17 +162,17 @@ DetectorConfig DetectorConfig::from_json(const nlohmann::json& j) {
     f.boolean("warm_start", c.train.warm_start);
     f.number("round_budget", c.train.round_budget, 0.0, 1.0);
     f.boolean("cuda_graphs", c.train.cuda_graphs);
-    f.string("batched_tasks", c.train.batched_tasks, {"auto", "on", "off"});
-    f.string("precision", c.train.precision, {"fp32", "tf32", "bf16"});
+    read_choice(f, "batched_tasks", c.train.batched_tasks, kTaskBatchings);
+    read_choice(f, "precision", c.train.precision, kFlowPrecisions);
   }
   if (top.has("refine")) {
     JsonFields f(top.object("refine"), "config.refine",
                  {"max_rounds", "rule", "k", "min_keep", "scoring", "folds", "soft"});
     f.integer("max_rounds", c.refine.max_rounds, int64_t(0), int64_t(100));
-    f.string("rule", c.refine.rule, {"iqr", "adjusted", "mad", "gmm"});
+    read_choice(f, "rule", c.refine.rule, kRejectionRules);
     f.number("k", c.refine.k, 0.0, 100.0);
     f.number("min_keep", c.refine.min_keep, 0.0, 1.0);
-    f.string("scoring", c.refine.scoring, {"in_sample", "cross_fit"});
+    read_choice(f, "scoring", c.refine.scoring, kScoringMethods);
     f.integer("folds", c.refine.folds, int64_t(2), int64_t(64));
     f.boolean("soft", c.refine.soft);
   }
@@ -134,7 +184,7 @@ DetectorConfig DetectorConfig::from_json(const nlohmann::json& j) {
   }
   if (top.has("threshold")) {
     JsonFields f(top.object("threshold"), "config.threshold", {"rule", "k", "target_fpr"});
-    f.string("rule", c.threshold.rule, {"iqr", "fpr"});
+    read_choice(f, "rule", c.threshold.rule, kThresholdRules);
     f.number("k", c.threshold.k, 0.0, 100.0);
     f.number("target_fpr", c.threshold.target_fpr, 1e-6, 0.5);
   }
@@ -146,7 +196,7 @@ DetectorConfig DetectorConfig::from_json(const nlohmann::json& j) {
 // one step taken anyway cost about 100x the budget (issue 13, finding 12). Plain training
 // takes one evaluation per step, which any budget (>= 1) pays for.
 void DetectorConfig::check_training_budget() const {
-  if (train.mode != "maml") return;
+  if (train.mode != TrainMode::maml) return;
   const int64_t step = evals_per_step(), need = step + train.n_final;
   CHECK_INPUT(need <= train.budget,
               "config.train: one MAML step of {} tasks costs {} gradient evaluations, which with "
@@ -168,11 +218,11 @@ void DetectorConfig::check_training_budget() const {
 
 double DetectorConfig::rule_k() const {
   if (refine.k >= 0) return refine.k;
-  return refine.rule == "mad" ? 3.0 : 1.5;
+  return refine.rule == RejectionRule::mad ? 3.0 : 1.5;
 }
 
 int64_t DetectorConfig::evals_per_step() const {
-  if (train.mode == "plain") return 1;
+  if (train.mode == TrainMode::plain) return 1;
   // Per task: n_inner support gradients, one query gradient, and (second order) n_inner HVPs
   // at two evaluations each (forward-over-reverse costs about two gradients).
   const int64_t per_task = train.n_inner + 1 + (train.second_order ? 2 * train.n_inner : 0);

@@ -21,22 +21,12 @@
 #include "engine/io/folder_lock.h"
 #include "engine/flow/optimizer.h"
 #include "engine/training/patch_bank.h"
+#include "engine/detector/model_set.h"
 #include "engine/detector/scoring.h"
 
 namespace mirad {
 
 class TapTrainer;
-
-// One detector's flows: per tap, theta_0 (the meta-learned initialisation; plain: the trained
-// parameters) and theta (the shipped, adapted parameters).
-struct TapParams {
-  FlowConfig flow;
-  std::vector<float> theta0, theta;
-  OptimizerState<float> optimizer;  // Adam's state on theta_0, for warm starts (not shipped)
-};
-struct ModelSet {
-  std::vector<TapParams> taps;
-};
 
 // The flow of a tap, from the config and the tap's channel count.
 FlowConfig tap_flow_config(const DetectorConfig& cfg, int64_t channels, int64_t tap_index);
@@ -142,16 +132,5 @@ struct RefineOptions {
 RefinementResult refine(const std::vector<const PatchBank*>& banks, const DetectorConfig& cfg,
                         const EpisodeSourceFactory& episodes, Device device,
                         const RefineOptions& options = {});
-
-// Per-tap patch NLLs of images under a model (any images of the banks), left on `device`
-// (DeviceTapMaps) for score_images() there.
-DeviceTapMaps score_maps_on_device(const ModelSet& model,
-                                   const std::vector<const PatchBank*>& banks,
-                                   const std::vector<int64_t>& images, const TrainSettings& train,
-                                   Device device);
-
-// The decision threshold from calibration scores (DESIGN.md §6).
-double decision_threshold(const std::vector<double>& scores, const ThresholdSettings& t,
-                          std::string* detail = nullptr);
 
 }  // namespace mirad

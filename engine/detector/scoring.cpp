@@ -1,4 +1,5 @@
-// Hybrid score and fused map: standardise, upsample, average, top-fraction and mean parts.
+// Scoring: patch NLLs under the flows, then the hybrid score and fused map (standardise,
+// upsample, average, top-fraction and mean parts).
 #include "engine/detector/scoring.h"
 
 #include <algorithm>
@@ -6,6 +7,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/nvtx.h"
 #include "kernels/quantiles.h"
 #include "kernels/map_ops.h"
 
@@ -34,6 +36,81 @@ RobustScale robust_scale_impl(const std::vector<T>& values) {
 }
 
 }  // namespace
+
+namespace {
+
+Stream pick_stream(Device device, Stream given, const OwnedStream& own) {
+  return device == Device::cuda && !given.handle ? own.get() : given;
+}
+
+}  // namespace
+
+TapScorer::TapScorer(const FlowConfig& flow, Device device, Stream stream)
+    : m_device(device),
+      m_own_stream(device == Device::cuda && !stream.handle ? OwnedStream(device) : OwnedStream()),
+      m_stream(pick_stream(device, stream, m_own_stream)), m_flow(flow, device, m_stream) {
+  m_flow.set_checks(FlowChecks::none());
+}
+
+std::vector<float> TapScorer::score(VecView<const float> theta, const PatchBank& bank,
+                                    const std::vector<int64_t>& images) {
+  NVTX_RANGE("score");
+  std::vector<float> out(images.size() * bank.hw());
+  if (m_device == Device::cpu) {
+    score_into(theta, bank, images, out.data());
+    return out;
+  }
+  Buffer<float> nll(out.size(), m_device);
+  score_into(theta, bank, images, nll.data());
+  mem::copy(out.data(), Device::cpu, nll.data(), m_device, sizeof(float) * out.size(), m_stream);
+  mem::synchronize(m_stream);
+  return out;
+}
+
+void TapScorer::score_into(VecView<const float> theta, const PatchBank& bank,
+                           const std::vector<int64_t>& images, float* out) {
+  NVTX_RANGE("score_into");
+  CHECK_INPUT(theta.size == m_flow.n_params() && theta.device == m_device,
+              "scoring: parameters do not fit the flow");
+  const int64_t hw = bank.hw(), max_images = bank.max_score_images();
+  size_t i = 0;
+  while (i < images.size()) {
+    size_t j = i + 1;
+    while (j < images.size() && int64_t(j - i) < max_images && images[j] == images[j - 1] + 1)
+      ++j;
+    const int64_t count = int64_t(j - i);
+    // Nothing is read back; the copy is ordered after the forward on the stream, before the
+    // next forward reuses the NLL buffer.
+    m_flow.forward_async(theta, bank.image_rows(images[i], count), bank.image_condition(count));
+    mem::copy(out + i * hw, m_device, m_flow.nll_device(), m_device,
+              sizeof(float) * size_t(count * hw), m_stream);
+    i = j;
+  }
+}
+
+DeviceTapMaps score_maps_on_device(const ModelSet& model,
+                                   const std::vector<const PatchBank*>& banks,
+                                   const std::vector<int64_t>& images, Device device) {
+  CHECK_INPUT(model.taps.size() == banks.size(), "scoring: model has {} taps, features have {}",
+              model.taps.size(), banks.size());
+  DeviceTapMaps maps;
+  maps.n_images = int64_t(images.size());
+  maps.device = device;
+  for (size_t t = 0; t < banks.size(); ++t) {
+    CHECK_INPUT(model.taps[t].flow.dim == banks[t]->channels(),
+                "scoring: tap {} has {} channels, the model's flow {}", t, banks[t]->channels(),
+                model.taps[t].flow.dim);
+    // The scorer's own stream, so its forwards and the copies out of them stay ordered.
+    TapScorer scorer(model.taps[t].flow, device);
+    maps.grids.push_back({banks[t]->height(), banks[t]->width()});
+    auto theta = Buffer<float>::from_host(model.taps[t].theta, device);
+    maps.nll.emplace_back(size_t(maps.n_images * banks[t]->hw()), device);
+    scorer.score_into(theta, *banks[t], images, maps.nll.back().data());
+    // The scorer (and its stream) ends here: its work must be done.
+    if (device == Device::cuda) mem::synchronize(scorer.stream());
+  }
+  return maps;
+}
 
 RobustScale robust_scale(const std::vector<double>& values) { return robust_scale_impl(values); }
 RobustScale robust_scale(const std::vector<float>& values) { return robust_scale_impl(values); }

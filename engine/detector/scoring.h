@@ -1,5 +1,7 @@
-// The hybrid image score and the fused anomaly map (DESIGN.md §5-7): per-tap patch NLLs are
-// robust-standardised by their tap's median and IQR over retained training patches, upsampled
+// Scoring, in one home for training (refinement's rounds and calibration) and prediction: the
+// per-tap patch NLLs of images under a detector's flows (TapScorer, score_maps_on_device), and
+// from them the hybrid image score and the fused anomaly map (DESIGN.md §5-7): per-tap patch
+// NLLs are robust-standardised by their tap's median and IQR over retained training patches, upsampled
 // to the finest tap grid and averaged; the image score mixes the robust-standardised mean of
 // the map's top 1% and its mean. Every statistic comes from training data and is stored in the
 // model, so a score never depends on which other images are scored with it.
@@ -11,6 +13,10 @@
 
 #include "core/buffer.h"
 #include "engine/config/detector_config.h"
+#include "engine/detector/model_set.h"
+#include "engine/flow/flow.h"
+#include "engine/training/cuda_graph.h"
+#include "engine/training/patch_bank.h"
 
 namespace mirad {
 
@@ -49,6 +55,36 @@ struct DeviceTapMaps {
   int64_t n_images = 0;
   Device device = Device::cpu;
 };
+
+// Per-position NLLs of whole images under one tap's flow. Always FP32: tensor-core precision
+// (train.precision) is for training, so the calibration scores a threshold comes from and every
+// later score use the same arithmetic, on any device. Nothing is checked: a non-finite NLL is
+// kept (the most anomalous value), never an error.
+class TapScorer {
+ public:
+  // CUDA without a stream: a stream of its own.
+  TapScorer(const FlowConfig& flow, Device device, Stream stream = {});
+  Stream stream() const { return m_stream; }
+  // [images.size() * hw] on the host, image-major.
+  std::vector<float> score(VecView<const float> theta, const PatchBank& bank,
+                           const std::vector<int64_t>& images);
+  // The same into out ([images.size() * hw] floats on the scorer's device) with nothing read
+  // back: the whole-test-set pipeline keeps the NLLs where the flow computed them.
+  void score_into(VecView<const float> theta, const PatchBank& bank,
+                  const std::vector<int64_t>& images, float* out);
+
+ private:
+  Device m_device;
+  OwnedStream m_own_stream;
+  Stream m_stream;
+  CouplingFlow<float> m_flow;
+};
+
+// Per-tap patch NLLs of images under a model (any images of the banks), left on `device`
+// (DeviceTapMaps) for score_images() there.
+DeviceTapMaps score_maps_on_device(const ModelSet& model,
+                                   const std::vector<const PatchBank*>& banks,
+                                   const std::vector<int64_t>& images, Device device);
 
 // The grid of the fused map: the finest (largest) tap grid.
 Grid fused_grid(const std::vector<Grid>& grids);

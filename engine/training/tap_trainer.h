@@ -1,6 +1,7 @@
-// TapTrainer: trains, adapts and scores the flow of one feature tap. Plain training is Adam on
-// the NLL of image batches; MAML is Adam on theta_0 with meta-gradients averaged over a
-// meta-batch of tasks, and the shipped parameters are theta_0 adapted by n_final SGD steps.
+// TapTrainer: trains and adapts the flow of one feature tap. Plain training is Adam on the NLL of
+// image batches; MAML is Adam on theta_0 with meta-gradients averaged over a meta-batch of
+// tasks, and the shipped parameters are theta_0 adapted by n_final SGD steps. Scoring is not
+// the trainer's: train and predict time share the detector layer's scorer.
 #pragma once
 
 #include <cstdint>
@@ -70,14 +71,6 @@ class TapTrainer {
   // plain copies theta_0.
   void adapt(VecView<const float> theta0, VecView<float> theta, const PatchBank& bank,
              EpisodeSource& source, TapTrainStats* stats = nullptr);
-  // Per-position NLL of whole images: [images.size() * hw] on the host, image-major. A
-  // non-finite value is kept (the most anomalous); nothing throws for it.
-  std::vector<float> score(VecView<const float> theta, const PatchBank& bank,
-                           const std::vector<int64_t>& images);
-  // score() into out ([images.size() * hw] floats on device()) with nothing read back: the
-  // whole-test-set scoring pipeline keeps the NLLs where the flow computed them.
-  void score_into(VecView<const float> theta, const PatchBank& bank,
-                  const std::vector<int64_t>& images, float* out);
 
  private:
   // A batch of the given images' rows, with rows whose NLL at theta is not finite left out
@@ -91,6 +84,13 @@ class TapTrainer {
                         TapTrainStats& st);
   double maml_gradient(VecView<const float> theta, const PatchBank& bank, EpisodeSource& source,
                        TapTrainStats& st);
+  // Gradient evaluations of one MAML task: n_inner support gradients, one query gradient and,
+  // second order, n_inner HVPs at two each.
+  int64_t evals_per_task() const;
+  // m_meta_grad = the mean of the meta-batch's task gradients, added in task order: task(b)
+  // forms task b's gradient and returns where it lies, or nullptr to leave the task out.
+  // Returns the tasks in the mean (none: m_meta_grad is left at zero).
+  int64_t meta_batch_mean(int64_t B, const std::function<const float*(int64_t)>& task);
   // Batched tasks: flows set to B tasks (made on first use), and the meta-batch's averaged
   // meta-gradient into m_meta_grad from one batched pass over `tasks` (B row blocks).
   void ensure_batched_flows(int64_t B);
@@ -107,13 +107,39 @@ class TapTrainer {
                                const OptimizerState<float>& good_state, Optimizer<float>& adam,
                                TapTrainStats& st);
 
-  // Device-resident training (CUDA): the step is captured as a CUDA graph and replayed; losses
-  // and the parameter check are read every few steps instead of every step.
+  // What the training loop asks of a kind of step. Eager steps form and apply the gradient with
+  // the host checking every step; captured steps (CUDA) replay a CUDA graph and read losses and
+  // the parameter check every few steps instead. A check covers the steps since the last one:
+  // their mean finite loss, or diverged (a non-finite batch loss, gradient or parameter).
+  struct StepCheck {
+    int64_t steps = 0;
+    double loss = 0;
+    bool diverged = false;
+  };
+  struct StepKind {
+    std::function<void(int64_t step, TapTrainStats& st)> run;
+    std::function<bool(int64_t step)> check_due;
+    std::function<StepCheck()> check;
+    std::function<void()> after_divergence;  // the guard restored theta and halved the steps
+  };
+  // The one training loop, with the divergence guard: the last good parameters are kept every
+  // few good steps and restored when a check finds the steps diverged.
+  TapTrainStats run_steps(const StepKind& kind, VecView<float> theta, int64_t steps,
+                          Optimizer<float>& adam, const TrainProgress& progress);
+  TapTrainStats train_eager(VecView<float> theta, const PatchBank& bank, EpisodeSource& source,
+                            int64_t steps, const TrainProgress& progress, Optimizer<float>& adam);
+
+  // The flows' checks while training (few: the trainer controls its own data).
+  static FlowChecks training_checks();
+
+  // Device-resident training (CUDA): the step is captured as a CUDA graph and replayed.
   struct GraphStep;
   bool graphs_enabled() const;
-  TapTrainStats train_graphed(VecView<float> theta, const PatchBank& bank, EpisodeSource& source,
-                              int64_t steps, const TrainProgress& progress,
-                              OptimizerState<float>* state);
+  TapTrainStats train_captured(VecView<float> theta, const PatchBank& bank,
+                               EpisodeSource& source, int64_t steps,
+                               const TrainProgress& progress, Optimizer<float>& adam);
+  // After captured training: the flows' training checks back, the graph and its buffers freed.
+  void release_capture();
 
   TrainSettings m_train;
   Device m_device;

@@ -31,7 +31,7 @@ void BM_MamlStep(benchmark::State& state, Device dev) {
   f.dim = D;
   auto [bank, images] = bench::random_bank(D, f.cond_dim, dev);
   TrainSettings ts;
-  ts.mode = "maml";
+  ts.mode = TrainMode::maml;
   ts.second_order = second;
   ts.n_final = 0;
   TapTrainer tr(f, ts, dev);
@@ -53,10 +53,10 @@ void BM_MamlStep(benchmark::State& state, Device dev) {
 // (0 plain, 1 second-order MAML), graphs (0/1), batched tasks (0/1; MAML: the B = 4 tasks in
 // one batched pass or one after another). Time per step.
 // Training settings of the step benchmarks: no final adaptation, batched tasks on or off.
-TrainSettings step_settings(const char* mode, bool batched) {
+TrainSettings step_settings(TrainMode mode, bool batched) {
   TrainSettings ts;
   ts.mode = mode;
-  ts.batched_tasks = batched ? "on" : "off";
+  ts.batched_tasks = batched ? TaskBatching::on : TaskBatching::off;
   ts.n_final = 0;
   return ts;
 }
@@ -67,7 +67,7 @@ void BM_TrainSteps(benchmark::State& state) {
   FlowConfig f;
   f.dim = D;
   auto [bank, images] = bench::random_bank(D, f.cond_dim, Device::cuda);
-  TrainSettings ts = step_settings(state.range(1) ? "maml" : "plain", state.range(3) != 0);
+  TrainSettings ts = step_settings(state.range(1) ? TrainMode::maml : TrainMode::plain, state.range(3) != 0);
   ts.cuda_graphs = state.range(2) != 0;
   TapTrainer tr(f, ts, Device::cuda);
   EpisodeScheduler src(images, {}, ts.support, ts.query, 5);
@@ -101,7 +101,7 @@ void BM_MamlStepGemmShare(benchmark::State& state) {
   FlowConfig f;
   f.dim = D;
   auto [bank, images] = bench::random_bank(D, f.cond_dim, Device::cuda);
-  const TrainSettings ts = step_settings("maml", state.range(1) != 0);
+  const TrainSettings ts = step_settings(TrainMode::maml, state.range(1) != 0);
   DetectorConfig c;
   c.train = ts;
   const int64_t one_step = c.evals_per_step();

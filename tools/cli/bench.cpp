@@ -198,7 +198,7 @@ json bench_scoring(const BenchOptions& o, Device dev) {
   for (int64_t i = 0; i < n_images; ++i) ids[i] = i;
   Buffer<float> fused(0, dev);
   const double sec = time_per_call(o.min_seconds, [&] {
-    const DeviceTapMaps tm = score_maps_on_device(ms, ptrs, ids, cfg.train, dev);
+    const DeviceTapMaps tm = score_maps_on_device(ms, ptrs, ids, dev);
     score_images(tm, stats, cfg.score, &fused);
   }, dev);
   return {{"images", n_images},
@@ -251,7 +251,7 @@ json bench_maml(const BenchOptions& o, Device dev) {
     json row = {{"dim", D}};
     for (bool second : {false, true}) {
       TrainSettings ts;
-      ts.mode = "maml";
+      ts.mode = TrainMode::maml;
       ts.second_order = second;
       TapTrainer tr(f, ts, dev);
       EpisodeScheduler src(images, {}, ts.support, ts.query, 5);

@@ -273,8 +273,8 @@ int run_model_info(const std::string& dir, bool json) {
                 t.name.c_str(), t.op, (long long)t.channels, (long long)t.height,
                 (long long)t.width, (long long)t.params.flow.n_blocks, t.params.theta.size());
   std::printf("training: %s, %s scoring, rule %s; %zu retained, %zu rejected (%s)\n",
-              m.config.train.mode.c_str(), m.config.refine.scoring.c_str(),
-              m.config.refine.rule.c_str(), m.retained.size(), m.rejected.size(),
+              name_of(m.config.train.mode), name_of(m.config.refine.scoring),
+              name_of(m.config.refine.rule), m.retained.size(), m.rejected.size(),
               m.training.value("stop_reason", std::string("?")).c_str());
   std::printf("threshold: %.4f (%s)\n", m.threshold, m.threshold_detail.c_str());
   return 0;

@@ -1,5 +1,6 @@
-// Rejection rules: quartile, MAD and two-component-mixture thresholds.
-#include "engine/detector/rejection.h"
+// Thresholds: the IQR fence, the rejection rules (quartile, skew-adjusted, MAD, two-component
+// mixture) and the decision threshold.
+#include "engine/detector/threshold.h"
 
 #include <algorithm>
 #include <cmath>
@@ -25,10 +26,31 @@ double log_sum_exp(double a, double b) {
 
 RejectionThreshold iqr_rule(const std::vector<double>& x, double k) {
   const QuartileStats q = quartiles_cpu(x.data(), int64_t(x.size()));
-  return {q.threshold(k), fmt::format("Q3 + {}*IQR = {:.4g} + {}*{:.4g}", k, q.q3, k, q.iqr)};
+  return {iqr_fence(q, k), fmt::format("Q3 + {}*IQR = {:.4g} + {}*{:.4g}", k, q.q3, k, q.iqr)};
 }
 
 }  // namespace
+
+double iqr_fence(const QuartileStats& q, double k) { return q.q3 + k * q.iqr; }
+
+double decision_threshold(const std::vector<double>& scores, const ThresholdSettings& t,
+                          std::string* detail) {
+  std::vector<double> f;
+  for (double s : scores)
+    if (std::isfinite(s)) f.push_back(s);
+  CHECK_INPUT(!f.empty(), "threshold: every calibration score is NaN or Inf (the flow gives a "
+              "non-finite NLL on every retained image)");
+  if (t.rule == ThresholdRule::fpr) {
+    const double q = quantiles_cpu(f.data(), int64_t(f.size()), {1.0 - t.target_fpr})[0];
+    if (detail) *detail = fmt::format("{:.4g} quantile of retained scores = {:.4g}", 1.0 - t.target_fpr, q);
+    return q;
+  }
+  const QuartileStats q = quartiles_cpu(f.data(), int64_t(f.size()));
+  if (detail)
+    *detail = fmt::format("Q3 + {}*IQR of retained scores = {:.4g} + {}*{:.4g}", t.k, q.q3, t.k,
+                          q.iqr);
+  return iqr_fence(q, t.k);
+}
 
 double medcouple(const std::vector<double>& in) {
   CHECK_INPUT(!in.empty(), "medcouple: no values");
@@ -136,12 +158,12 @@ Mixture2 fit_mixture2(const std::vector<double>& x, int max_iterations) {
   return m;
 }
 
-RejectionThreshold rejection_threshold(const std::vector<double>& x, const std::string& rule,
+RejectionThreshold rejection_threshold(const std::vector<double>& x, RejectionRule rule,
                                        double k) {
   CHECK_INPUT(!x.empty(), "rejection: no finite scores");
   for (double v : x) CHECK_INPUT(std::isfinite(v), "rejection: score {} is not finite", v);
-  if (rule == "iqr") return iqr_rule(x, k);
-  if (rule == "adjusted") {
+  if (rule == RejectionRule::iqr) return iqr_rule(x, k);
+  if (rule == RejectionRule::adjusted) {
     const QuartileStats q = quartiles_cpu(x.data(), int64_t(x.size()));
     const double mc = medcouple(x);
     const double f = std::exp((mc >= 0 ? 3.0 : 4.0) * mc);
@@ -149,7 +171,7 @@ RejectionThreshold rejection_threshold(const std::vector<double>& x, const std::
             fmt::format("Q3 + {}*exp({}*MC)*IQR = {:.4g} + {}*{:.3g}*{:.4g} (MC {:.3f})", k,
                         mc >= 0 ? 3 : 4, q.q3, k, f, q.iqr, mc)};
   }
-  if (rule == "mad") {
+  if (rule == RejectionRule::mad) {
     const double med = quartiles_cpu(x.data(), int64_t(x.size())).median;
     std::vector<double> dev(x.size());
     for (size_t i = 0; i < x.size(); ++i) dev[i] = std::abs(x[i] - med);
@@ -159,7 +181,7 @@ RejectionThreshold rejection_threshold(const std::vector<double>& x, const std::
     return {tau, fmt::format("median + {}*1.4826*MAD = {:.4g} + {}*1.4826*{:.4g}", k, med, k,
                              mad)};
   }
-  if (rule == "gmm") {
+  if (rule == RejectionRule::gmm) {
     const int64_t n = int64_t(x.size());
     if (n < 8) return iqr_rule(x, k);
     const Mixture2 m = fit_mixture2(x);
@@ -199,7 +221,7 @@ RejectionThreshold rejection_threshold(const std::vector<double>& x, const std::
                             "{:.3g}, upper weight {:.3f}, D {:.2f})",
                             hi, m.mean[0], m.sd[0], m.mean[1], m.sd[1], m.weight[1], ashman)};
   }
-  throw InputError(fmt::format("rejection: unknown rule '{}' (valid: iqr, adjusted, mad, gmm)", rule));
+  throw InputError(fmt::format("rejection: unknown rule {}", int(rule)));  // not a RejectionRule
 }
 
 }  // namespace mirad
