@@ -19,12 +19,6 @@ namespace mirad::cli {
 
 namespace fs = std::filesystem;
 
-std::string path_key(const fs::path& p) {
-  std::error_code ec;
-  const fs::path c = fs::weakly_canonical(fs::absolute(p, ec), ec);
-  return (ec ? p : c).string();
-}
-
 void add_data_options(CLI::App* cmd, DataOptions& o, bool required) {
   auto* d = cmd->add_option("--data", o.data, "dataset folder (or list file with --layout list)")
                 ->check(NonEmpty());

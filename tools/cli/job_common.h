@@ -12,7 +12,8 @@
 #include "engine/config/detector_config.h"
 #include "host/contamination.h"
 #include "host/dataset.h"
-#include "host/detector_job.h"
+#include "host/job_progress.h"
+#include "host/path_key.h"
 
 namespace mirad::cli {
 
@@ -79,6 +80,5 @@ void check_writable_folder(const std::filesystem::path& dir, const std::string& 
 
 // Truly contaminated training images (from the manifest), as canonical path strings.
 std::vector<std::string> contaminated_paths(const LoadedData& d);
-std::string path_key(const std::filesystem::path& p);
 
 }  // namespace mirad::cli

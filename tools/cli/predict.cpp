@@ -17,6 +17,8 @@
 #include "host/feature_extractor.h"
 #include "host/heatmap.h"
 #include "host/image.h"
+#include "host/predictor.h"
+#include "host/thread_budget.h"
 #include "tools/cli/cli_checks.h"
 #include "tools/cli/job_common.h"
 

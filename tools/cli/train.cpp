@@ -16,6 +16,7 @@
 #include "engine/io/output_dir.h"
 #include "host/heatmap.h"
 #include "host/image.h"
+#include "host/predictor.h"
 #include "tools/cli/cli_checks.h"
 #include "tools/cli/training_run.h"
 

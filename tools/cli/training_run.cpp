@@ -11,6 +11,7 @@
 #include "engine/io/file_io.h"
 #include "engine/io/json_io.h"
 #include "engine/detector/metrics.h"
+#include "host/thread_budget.h"
 
 namespace mirad::cli {
 

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "host/train_job.h"
 #include "tools/cli/job_common.h"
 
 namespace mirad::cli {
