@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "host/features.h"
 #include "core/threads.h"
+#include "engine/detector/round_summary.h"
 #include "engine/io/json_io.h"
 #include "host/episode_scheduler.h"
 #include "host/input_size.h"
@@ -121,17 +122,6 @@ TrainResult run_train_job(const TrainJob& job, const JobProgress& progress) {
   for (int64_t b : rr.retained) res.model.retained.push_back(res.bank_images[b].string());
   for (const auto& r : rr.rejected)
     res.model.rejected.push_back({res.bank_images[r.image].string(), r.round, r.score, r.tau, r.weight});
-  nlohmann::json rounds = nlohmann::json::array();
-  for (const auto& rec : rr.rounds)
-    rounds.push_back({{"round", rec.round},
-                      {"scored", rec.scored.size()},
-                      {"tau", std::isfinite(rec.tau) ? nlohmann::json(rec.tau) : nlohmann::json(nullptr)},
-                      {"rule", rec.rule_detail},
-                      {"rejected", rec.rejected.size()},
-                      {"nonfinite", rec.nonfinite},
-                      {"min_keep_reached", rec.min_keep_reached},
-                      {"train_loss", rec.train_loss},
-                      {"seconds", rec.seconds}});
   nlohmann::json skipped = nlohmann::json::array();
   for (const auto& s : res.skipped)
     skipped.push_back({{"path", job.images[s.index].string()}, {"error", s.message}});
@@ -139,7 +129,7 @@ TrainResult run_train_job(const TrainJob& job, const JobProgress& progress) {
   for (int64_t b : rr.flagged) flagged.push_back(res.bank_images[b].string());
   res.model.training = {{"images", job.images.size()},
                         {"stop_reason", rr.stop_reason},
-                        {"rounds", rounds},
+                        {"rounds", to_json(summarize_rounds(rr.rounds))},
                         {"skipped", skipped},
                         {"nonfinite_loss_images", flagged},
                         {"feature_seconds", res.feature_seconds},

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "engine/io/json_number.h"
 #include "host/contamination.h"
 #include "host/dataset.h"
 #include "host/predictor.h"
@@ -44,8 +45,6 @@ struct DemoOptions {
   std::vector<std::string> set;  // key.path=value config overrides, as train's --set
   bool json = false;
 };
-
-nlohmann::json num(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
 
 // A temporary folder removed on exit, unless the user asked to keep the data.
 struct WorkDir {
@@ -127,7 +126,7 @@ int run_demo(const DemoOptions& o) {
   for (const auto& r : rr.rejected) {
     const bool is_bad = bad.count(path_key(tr.bank_images[r.image])) > 0;
     truly += is_bad;
-    rejected.push_back({{"path", tr.bank_images[r.image].string()}, {"score", num(r.score)},
+    rejected.push_back({{"path", tr.bank_images[r.image].string()}, {"score", json_number(r.score)},
                         {"round", r.round}, {"truly_defective", is_bad}});
   }
   // Per round: what was rejected, how much of it truly defective, and each scored image's
@@ -141,9 +140,9 @@ int run_demo(const DemoOptions& o) {
     round_truly.push_back(hit);
     nlohmann::json scores = nlohmann::json::array();
     for (size_t j = 0; j < rec.scored.size(); ++j)
-      scores.push_back({num(rec.scores[j]),
+      scores.push_back({json_number(rec.scores[j]),
                         bad.count(path_key(tr.bank_images[rec.scored[j]])) > 0});
-    rounds.push_back({{"round", rec.round}, {"scored", rec.scored.size()}, {"tau", num(rec.tau)},
+    rounds.push_back({{"round", rec.round}, {"scored", rec.scored.size()}, {"tau", json_number(rec.tau)},
                       {"rejected", rec.rejected.size()}, {"rejected_truly_defective", hit},
                       {"scores", scores}});
   }
@@ -159,10 +158,10 @@ int run_demo(const DemoOptions& o) {
         {"rejected_truly_defective", truly},
         {"stop_reason", rr.stop_reason},
         {"rounds", rounds},
-        {"before", {{"image_auroc", num(eb.all.image_auroc)}, {"pixel_auroc", num(eb.all.pixel_auroc)},
-                    {"aupro", num(eb.all.aupro)}}},
-        {"after", {{"image_auroc", num(ea.all.image_auroc)}, {"pixel_auroc", num(ea.all.pixel_auroc)},
-                   {"aupro", num(ea.all.aupro)}}},
+        {"before", {{"image_auroc", json_number(eb.all.image_auroc)}, {"pixel_auroc", json_number(eb.all.pixel_auroc)},
+                    {"aupro", json_number(eb.all.aupro)}}},
+        {"after", {{"image_auroc", json_number(ea.all.image_auroc)}, {"pixel_auroc", json_number(ea.all.pixel_auroc)},
+                   {"aupro", json_number(ea.all.aupro)}}},
         {"device", o.device},
         {"threads", cores},
         {"seconds", secs}};

@@ -143,6 +143,13 @@ DetectorConfig load_config(const RunOptions& o) {
   return DetectorConfig::from_json(j);
 }
 
+void add_review_options(CLI::App* cmd, std::string& keep, std::string& reject) {
+  cmd->add_option("--keep", keep, "list file of images a person confirmed as good: never "
+                                  "rejected")->check(NonEmpty());
+  cmd->add_option("--reject", reject, "list file of images a person confirmed as defective: "
+                                      "excluded from the start")->check(NonEmpty());
+}
+
 std::vector<fs::path> read_path_list(const fs::path& list) {
   const std::string text = read_file_text(list, uint64_t(64) << 20);
   std::vector<fs::path> out;

@@ -48,6 +48,9 @@ LoadedData load_data(const DataOptions& o);
 // Unknown keys anywhere are errors.
 DetectorConfig load_config(const RunOptions& o);
 
+// --keep and --reject: a person's review (list files) for train and clean.
+void add_review_options(CLI::App* cmd, std::string& keep, std::string& reject);
+
 // Paths of a list file: one per line, '#' comments and blank lines skipped, relative paths
 // against the list's folder.
 std::vector<std::filesystem::path> read_path_list(const std::filesystem::path& list);

@@ -10,8 +10,10 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "kernels/vec_math.h"
+#include "engine/io/csv.h"
 #include "engine/io/file_io.h"
 #include "engine/io/json_io.h"
+#include "engine/io/json_number.h"
 #include "engine/io/output_dir.h"
 #include "host/evaluation.h"
 #include "host/feature_extractor.h"
@@ -28,8 +30,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-nlohmann::json num(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
-
 struct PredictOptions {
   std::string model, out, device, backbone;
   std::vector<std::string> images;
@@ -43,13 +43,6 @@ struct EvalOptions {
   int threads = 0;
   bool strict = false, json = false;
 };
-
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
-  std::string q = "\"";
-  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return q + "\"";
-}
 
 // predict --out: predictions.json (its marker), predictions.csv and maps/*.png.
 OutputKind predict_output_kind() {
@@ -108,7 +101,7 @@ int run_predict(const PredictOptions& o) {
   std::error_code ec;
   for (size_t i = 0; i < preds.size(); ++i) {
     const Prediction& p = preds[i];
-    nlohmann::json e = {{"path", p.path.string()}, {"score", num(p.score)},
+    nlohmann::json e = {{"path", p.path.string()}, {"score", json_number(p.score)},
                         {"anomalous", p.anomalous}};
     if (!p.error.empty()) e["error"] = json_text(p.error), ++failed;
     else if (p.anomalous) ++anomalous;
@@ -205,7 +198,7 @@ int run_eval(const EvalOptions& o) {
     scores.push_back({{"path", r.items[i].path.string()},
                       {"label", label_name(r.items[i].label)},
                       {"defect_type", r.items[i].defect_type},
-                      {"score", num(r.predictions[i].score)}});
+                      {"score", json_number(r.predictions[i].score)}});
   nlohmann::json doc = {{"command", "eval"},
                         {"model", o.model},
                         {"data", o.data.data},
