@@ -16,12 +16,12 @@ namespace mirad {
 namespace fs = std::filesystem;
 
 Banks make_banks(const Features& f, int64_t cond_dim, Device device,
-                 const std::vector<ChannelNorm>& norms) {
+                 const std::vector<ChannelNorm>& norms, const std::vector<int64_t>& rows) {
   Banks b;
   for (size_t t = 0; t < f.shapes.size(); ++t) {
     b.owned.push_back(std::make_unique<PatchBank>(*f.cache, int(t), cond_dim, device,
                                                   norms.empty() ? ChannelNorm{} : norms[t],
-                                                  Stream{}, f.usable));
+                                                  Stream{}, rows.empty() ? f.usable : rows));
     b.ptrs.push_back(b.owned.back().get());
   }
   return b;
@@ -80,6 +80,7 @@ Features compute_features(const std::vector<fs::path>& images, const FeatureRequ
   for (const auto& e : f.failures) bad.insert(e.index);
   for (int64_t i = 0; i < int64_t(images.size()); ++i)
     if (!bad.count(i)) f.usable.push_back(i);
+  f.backbone_passes = fx.backbone_passes();
   std::sort(f.failures.begin(), f.failures.end(),
             [](const DecodeFailure& a, const DecodeFailure& b) { return a.index < b.index; });
   f.seconds = seconds_since(t0);

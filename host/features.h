@@ -45,6 +45,7 @@ struct Features {
   std::vector<DecodeFailure> failures;
   double seconds = 0;
   bool from_file = false;
+  int64_t backbone_passes = 0;     // images the backbone ran on to make them (0 from a file)
   std::string precision = "fp32";  // the backbone arithmetic that made them (CPU: always fp32)
 };
 
@@ -58,13 +59,14 @@ Features compute_features(const std::vector<std::filesystem::path>& images,
 // The backbone arithmetic a request gets: features.precision on CUDA, FP32 on the CPU.
 std::string effective_precision(const FeatureRequest& req);
 
-// The banks of a features set (one per tap) over its usable images.
+// The banks of a features set (one per tap) over the cache rows `rows` (empty: its usable images).
 struct Banks {
   std::vector<std::unique_ptr<PatchBank>> owned;
   std::vector<const PatchBank*> ptrs;
 };
 
 Banks make_banks(const Features& f, int64_t cond_dim, Device device,
-                 const std::vector<ChannelNorm>& norms = {});
+                 const std::vector<ChannelNorm>& norms = {},
+                 const std::vector<int64_t>& rows = {});
 
 }  // namespace mirad

@@ -49,11 +49,27 @@ std::vector<Prediction> Predictor::predict(const std::vector<fs::path>& images, 
   for (size_t i = 0; i < images.size(); ++i) out[i].path = images[i], out[i].score = NAN;
   for (const auto& e : f.failures) out[e.index].error = e.message;
   if (f.usable.empty()) return out;
+  std::vector<fs::path> usable_paths;
+  for (int64_t i : f.usable) usable_paths.push_back(images[i]);
+  std::vector<Prediction> scored = predict_features(f, f.usable, usable_paths, maps, progress);
+  for (size_t b = 0; b < scored.size(); ++b) out[f.usable[b]] = std::move(scored[b]);
+  return out;
+}
+
+std::vector<Prediction> Predictor::predict_features(const Features& f,
+                                                    const std::vector<int64_t>& rows,
+                                                    const std::vector<fs::path>& paths, bool maps,
+                                                    const JobProgress& progress) const {
+  CHECK_INPUT(!rows.empty() && rows.size() == paths.size(),
+              "predict_features: {} rows and {} paths", rows.size(), paths.size());
+  const DetectorModel& m = m_model;
+  std::vector<Prediction> out(rows.size());
+  for (size_t b = 0; b < rows.size(); ++b) out[b].path = paths[b], out[b].score = NAN;
   std::vector<ChannelNorm> norms;
   ModelSet ms;
   for (const auto& t : m.taps) norms.push_back(t.norm), ms.taps.push_back(t.params);
-  Banks banks = make_banks(f, m.config.flow.cond_dim, m_device, norms);
-  std::vector<int64_t> ids(f.usable.size());
+  Banks banks = make_banks(f, m.config.flow.cond_dim, m_device, norms, rows);
+  std::vector<int64_t> ids(rows.size());
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = int64_t(i);
   if (progress) progress("scoring", 0, int64_t(ids.size()), NAN);
   // The whole test set is scored where its features are: on CUDA the NLLs, the fused maps and
@@ -64,7 +80,7 @@ std::vector<Prediction> Predictor::predict(const std::vector<fs::path>& images, 
   const Grid g = fused_grid(tm.grids);
   Buffer<float> up(0, m_device), blurred(0, m_device);
   for (size_t b = 0; b < ids.size(); ++b) {
-    Prediction& p = out[f.usable[b]];
+    Prediction& p = out[b];
     p.score = scores[b];
     p.anomalous = !(scores[b] <= m.threshold);  // NaN/Inf are anomalous
     if (!maps) continue;

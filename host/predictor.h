@@ -12,6 +12,8 @@
 
 namespace mirad {
 
+struct Features;
+
 struct Prediction {
   std::filesystem::path path;
   double score = 0;
@@ -29,6 +31,12 @@ class Predictor {
   const DetectorModel& model() const { return m_model; }
   std::vector<Prediction> predict(const std::vector<std::filesystem::path>& images, bool maps,
                                   bool strict, const JobProgress& progress = {}) const;
+  // Scores rows `rows` of features a job already has (their images `paths`, one per row), with
+  // no backbone pass: `mirad clean` makes its evidence heatmaps from the training features. The
+  // features must be this model's (same backbone, input size and taps: the job that trained it).
+  std::vector<Prediction> predict_features(const Features& f, const std::vector<int64_t>& rows,
+                                           const std::vector<std::filesystem::path>& paths,
+                                           bool maps, const JobProgress& progress = {}) const;
 
  private:
   DetectorModel m_model;

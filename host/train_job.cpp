@@ -60,7 +60,10 @@ TrainResult run_train_job(const TrainJob& job, const JobProgress& progress) {
   req.strict = job.strict;
   req.features_file = job.features_file;
   req.normalize = job.normalize;
-  Features f = compute_features(job.images, req, progress);
+  auto features = std::make_shared<Features>(compute_features(job.images, req, progress));
+  const Features& f = *features;
+  res.features = features;
+  res.backbone_passes = f.backbone_passes;
   res.feature_seconds = f.seconds;
   res.features_from_file = f.from_file;
   res.skipped = f.failures;

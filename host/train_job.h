@@ -12,6 +12,7 @@
 #include "engine/detector/detector_model.h"
 #include "engine/detector/refinement.h"
 #include "host/feature_extractor.h"
+#include "host/features.h"
 #include "host/job_progress.h"
 
 namespace mirad {
@@ -39,6 +40,10 @@ struct TrainResult {
   std::vector<DecodeFailure> skipped;              // index into TrainJob::images
   double feature_seconds = 0, refine_seconds = 0;
   bool features_from_file = false;
+  int64_t backbone_passes = 0;  // images the backbone ran on in this job (0 with a features file)
+  // The job's features (rows = TrainJob::images), kept to the end of the job: evidence heatmaps
+  // and reports score them again, so the backbone never runs twice on one image.
+  std::shared_ptr<const Features> features;
   int resumed_from_round = -1;  // rounds a checkpoint had already done (-1: fresh start)
   // With TrainJob::checkpoint: the run's hold on that folder, kept while this result lives so
   // that the caller saves the model and removes the checkpoint before another run may start.

@@ -13,6 +13,7 @@
 #include "engine/io/file_io.h"
 #include "engine/io/json_io.h"
 #include "engine/io/output_dir.h"
+#include "host/feature_extractor.h"
 #include "host/heatmap.h"
 #include "host/image.h"
 #include "host/predictor.h"
@@ -85,16 +86,22 @@ int run_clean(const CleanOptions& o) {
   CHECK_INPUT(!ec, "--out {}: cannot create model/ ({})", printable(o.out), ec.message());
   write_detector_files(work / "model", run.result.model);
 
-  // Evidence: each rejected image's anomaly map under the detector trained without it.
+  // Evidence: each rejected image's anomaly map under the detector trained without it, from
+  // the job's own features (the backbone never runs twice on one image within a job).
   std::vector<std::string> heatmap_of(imgs.size());
   if (!o.no_heatmaps && !rr.rejected.empty()) {
     fs::create_directories(work / "heatmaps", ec);
     CHECK_INPUT(!ec, "--out {}: cannot create heatmaps/ ({})", printable(o.out), ec.message());
     Predictor pred(run.result.model, parse_device(run.config.device), o.run.threads);
+    const Features& features = *run.result.features;
+    std::vector<int64_t> rows;
     std::vector<fs::path> paths;
-    for (const auto& r : rr.rejected) paths.push_back(imgs[r.image]);
+    for (const auto& r : rr.rejected) {
+      rows.push_back(features.usable[r.image]);  // refinement ids index the usable rows
+      paths.push_back(imgs[r.image]);
+    }
     JobBar bar(!o.run.json);
-    const auto preds = pred.predict(paths, true, false, bar.callback());
+    const auto preds = pred.predict_features(features, rows, paths, true, bar.callback());
     for (size_t i = 0; i < preds.size(); ++i) {
       if (!preds[i].error.empty() || preds[i].map.empty()) continue;
       Image img = decode_image(preds[i].path);
@@ -160,7 +167,11 @@ int run_clean(const CleanOptions& o) {
   staged->commit();
   if (!o.run.checkpoint.empty()) remove_refine_checkpoint(o.run.checkpoint);
   if (o.run.json) {
-    std::printf("%s\n", to_json(result).dump(2).c_str());
+    // Every backbone pass of the command (training features and heatmaps alike), on stdout
+    // only: clean.json's bytes stay those of earlier runs.
+    nlohmann::json j = to_json(result);
+    j["backbone_passes"] = backbone_passes_in_process();
+    std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
   print_rounds(run);
