@@ -18,6 +18,7 @@
 #include "host/image.h"
 #include "host/predictor.h"
 #include "tools/cli/cli_checks.h"
+#include "tools/cli/subcommand.h"
 #include "tools/cli/training_run.h"
 
 namespace mirad::cli {
@@ -192,18 +193,16 @@ int run_clean(const CleanOptions& o) {
 }  // namespace
 
 void add_clean_command(CLI::App& app, int* rc) {
-  auto o = std::make_shared<CleanOptions>();
-  auto* cmd = app.add_subcommand(
-      "clean", "Find the defective images hidden in a training set: clean.json, rejected.csv "
-               "with heatmap evidence, and the detector trained without them");
-  cmd->footer(
+  auto [cmd, o] = add_subcommand_running<CleanOptions>(
+      app, "clean",
+      "Find the defective images hidden in a training set: clean.json, rejected.csv "
+      "with heatmap evidence, and the detector trained without them",
       "Examples:\n"
       "  mirad clean --data photos/ --out cleaned/\n"
       "  mirad clean --data ds --layout mvtec --export kept/ --out cleaned/\n"
-      "  mirad clean --data ds --keep reviewed_ok.txt --reject reviewed_bad.txt --out run2/");
-  add_data_options(cmd, o->data);
-  add_run_options(cmd, o->run);
-  add_review_options(cmd, o->keep, o->reject);
+      "  mirad clean --data ds --keep reviewed_ok.txt --reject reviewed_bad.txt --out run2/",
+      rc, run_clean);
+  add_training_options(cmd, o->data, o->run, o->keep, o->reject);
   cmd->add_option("--out,-o", o->out, "output folder (created; never inside the dataset)")
       ->required()->check(NonEmpty());
   cmd->add_option("--export", o->export_dir, "also copy the kept images into this folder")
@@ -211,7 +210,6 @@ void add_clean_command(CLI::App& app, int* rc) {
   cmd->add_flag("--hardlink", o->hardlink, "--export as hardlinks (shares the inode with the "
                                            "dataset)");
   cmd->add_flag("--no-heatmaps", o->no_heatmaps, "skip the evidence heatmaps");
-  cmd->callback([o, rc] { *rc = run_clean(*o); });
 }
 
 }  // namespace mirad::cli

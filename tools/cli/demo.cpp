@@ -27,6 +27,7 @@
 #include "tools/synth/synth.h"
 #include "host/thread_pool.h"
 #include "tools/cli/cli_checks.h"
+#include "tools/cli/subcommand.h"
 #include "tools/cli/job_common.h"
 
 namespace mirad::cli {
@@ -200,12 +201,13 @@ int run_demo(const DemoOptions& o) {
 }  // namespace
 
 void add_demo_command(CLI::App& app, int* rc) {
-  auto o = std::make_shared<DemoOptions>();
-  auto* cmd = app.add_subcommand(
-      "demo", "Generate a small contaminated category, clean it, train, and compare image and "
-              "pixel AUROC before and after refinement");
-  cmd->footer("Examples:\n  mirad demo\n  mirad demo --contamination 0.2 --json\n"
-              "  mirad demo --device cuda --category carpet --keep /tmp/demo_data");
+  auto [cmd, o] = add_subcommand_running<DemoOptions>(
+      app, "demo",
+      "Generate a small contaminated category, clean it, train, and compare image and "
+      "pixel AUROC before and after refinement",
+      "Examples:\n  mirad demo\n  mirad demo --contamination 0.2 --json\n"
+      "  mirad demo --device cuda --category carpet --keep /tmp/demo_data",
+      rc, run_demo);
   cmd->add_option("--device", o->device, "cpu or cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   cmd->add_option("--category", o->category, "synth category (mirad synth --list)")
@@ -226,7 +228,6 @@ void add_demo_command(CLI::App& app, int* rc) {
   cmd->add_option("--set", o->set, "override one config key, as train's --set, e.g. "
                                    "--set refine.max_rounds=3 (repeatable)");
   cmd->add_flag("--json", o->json, "machine-readable JSON on stdout");
-  cmd->callback([o, rc] { *rc = run_demo(*o); });
 }
 
 }  // namespace mirad::cli

@@ -11,6 +11,7 @@
 #include "engine/io/json_io.h"
 #include "engine/io/output_dir.h"
 #include "tools/cli/cli_checks.h"
+#include "tools/cli/subcommand.h"
 #include "tools/cli/training_run.h"
 
 namespace mirad::cli {
@@ -69,20 +70,16 @@ int run_train(const TrainOptions& o) {
 }  // namespace
 
 void add_train_command(CLI::App& app, int* rc) {
-  auto o = std::make_shared<TrainOptions>();
-  auto* cmd = app.add_subcommand(
-      "train", "Train a detector on a (contaminated) training set with iterative refinement");
-  cmd->footer(
+  auto [cmd, o] = add_subcommand_running<TrainOptions>(
+      app, "train", "Train a detector on a (contaminated) training set with iterative refinement",
       "Examples:\n"
       "  mirad train --data /data/mvtec/bottle --out bottle.model\n"
       "  mirad train --data ds --contamination ds_r10.json --set refine.rule=mad --out m\n"
-      "  mirad train --data ds --features ds.safetensors --config cfg.json --out m --json");
-  add_data_options(cmd, o->data);
-  add_run_options(cmd, o->run);
-  add_review_options(cmd, o->keep, o->reject);
+      "  mirad train --data ds --features ds.safetensors --config cfg.json --out m --json",
+      rc, run_train);
+  add_training_options(cmd, o->data, o->run, o->keep, o->reject);
   cmd->add_option("--out,-o", o->out, "model folder to write (replaced atomically if it is a "
                                       "mirad model)")->required()->check(NonEmpty());
-  cmd->callback([o, rc] { *rc = run_train(*o); });
 }
 
 }  // namespace mirad::cli
