@@ -9,9 +9,17 @@
 namespace mirad {
 
 RoundSummary summarize_round(const RoundRecord& rec) {
-  return {rec.round,        int64_t(rec.scored.size()), rec.tau,          rec.rule_detail,
-          int64_t(rec.rejected.size()), rec.nonfinite,  rec.min_keep_reached, rec.train_loss,
-          rec.seconds};
+  RoundSummary r;
+  r.round = rec.round;
+  r.scored = int64_t(rec.scored.size());
+  r.tau = rec.tau;
+  r.rule = rec.rule_detail;
+  r.rejected = int64_t(rec.rejected.size());
+  r.nonfinite = rec.nonfinite;
+  r.min_keep_reached = rec.min_keep_reached;
+  r.train_loss = rec.train_loss;
+  r.seconds = rec.seconds;
+  return r;
 }
 
 std::vector<RoundSummary> summarize_rounds(const std::vector<RoundRecord>& records) {
