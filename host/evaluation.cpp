@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "engine/io/json_io.h"
+#include "engine/io/json_number.h"
 #include "engine/detector/metrics.h"
 #include "host/image.h"
 #include "kernels/map_ops.h"
@@ -19,8 +20,6 @@ namespace mirad {
 namespace fs = std::filesystem;
 
 namespace {
-
-nlohmann::json num(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
 
 // A mask is ground truth for its image at the mask's own resolution, so it must picture the same
 // scene and say one thing per pixel (issue 13, finding 17: a mask of another aspect ratio, or of
@@ -147,22 +146,22 @@ EvalMetrics compute(const std::vector<Item>& items, const std::vector<Prediction
 
 nlohmann::json EvalMetrics::to_json() const {
   nlohmann::json by = nlohmann::json::object();
-  for (const auto& [k, v] : auroc_by_defect) by[k] = num(v);
+  for (const auto& [k, v] : auroc_by_defect) by[k] = json_number(v);
   return {{"images", images},
           {"good", good},
           {"defect", defect},
           {"masks", masks},
           {"failed", failed},
-          {"image_auroc", num(image_auroc)},
-          {"pixel_auroc", num(pixel_auroc)},
-          {"aupro", num(aupro)},
+          {"image_auroc", json_number(image_auroc)},
+          {"pixel_auroc", json_number(pixel_auroc)},
+          {"aupro", json_number(aupro)},
           {"aupro_max_fpr", 0.3},
-          {"f1_max", num(f1_max)},
-          {"f1_max_threshold", num(f1_max_threshold)},
-          {"f1_at_threshold", num(f1_at_threshold)},
-          {"precision_at_threshold", num(precision_at_threshold)},
-          {"recall_at_threshold", num(recall_at_threshold)},
-          {"good_fpr_at_threshold", num(good_fpr_at_threshold)},
+          {"f1_max", json_number(f1_max)},
+          {"f1_max_threshold", json_number(f1_max_threshold)},
+          {"f1_at_threshold", json_number(f1_at_threshold)},
+          {"precision_at_threshold", json_number(precision_at_threshold)},
+          {"recall_at_threshold", json_number(recall_at_threshold)},
+          {"good_fpr_at_threshold", json_number(good_fpr_at_threshold)},
           {"auroc_by_defect", by},
           {"eval_resolution", eval_resolution}};
 }

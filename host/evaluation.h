@@ -13,7 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include "host/dataset.h"
-#include "host/detector_job.h"
+#include "host/job_progress.h"
+#include "host/predictor.h"
 
 namespace mirad {
 

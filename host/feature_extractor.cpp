@@ -2,6 +2,7 @@
 #include "host/feature_extractor.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <charconv>
 #include <cstdlib>
@@ -157,6 +158,12 @@ FeatureExtractor::FeatureExtractor(const std::filesystem::path& backbone_dir, De
 
 FeatureExtractor::~FeatureExtractor() = default;
 
+namespace {
+std::atomic<int64_t> g_backbone_passes{0};
+}  // namespace
+
+int64_t backbone_passes_in_process() { return g_backbone_passes.load(); }
+
 bool FeatureExtractor::pinned() const { return m_streamer->pinned(); }
 
 std::unique_ptr<FeatureCache> FeatureExtractor::extract(
@@ -195,6 +202,8 @@ std::unique_ptr<FeatureCache> FeatureExtractor::extract(
         std::vector<float*> outs;
         for (auto& r : raw) outs.push_back(r.data());
         m_backbone->forward_into(batch, TensorShape{count, 3, height, width}, m_tap_ops, outs);
+        m_backbone_passes += count;
+        g_backbone_passes += count;
         for (size_t t = 0; t < m_shapes.size(); ++t) {
           const float* feats = raw[t].data();
           if (m_opt.smooth) {

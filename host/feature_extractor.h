@@ -61,6 +61,9 @@ class FeatureExtractor {
   const PreprocessOptions& preprocess() const { return m_pre; }
   const Backbone& backbone() const { return *m_backbone; }
   bool pinned() const;
+  // Images this extractor has run through the backbone, over all its extract() calls: what
+  // shows that a job's backbone runs once per image.
+  int64_t backbone_passes() const { return m_backbone_passes; }
 
  private:
   Device m_device;
@@ -72,7 +75,12 @@ class FeatureExtractor {
   std::vector<int> m_tap_ops;
   std::vector<std::string> m_tap_names;
   std::vector<FeatureTapShape> m_shapes;
+  int64_t m_backbone_passes = 0;
 };
+
+// Images run through the backbone by every FeatureExtractor of this process so far: a command's
+// whole count, whichever of its parts ran the backbone (a job's own count is in its result).
+int64_t backbone_passes_in_process();
 
 // Image files under the given paths: files as given, directories searched recursively for
 // .png/.jpg/.jpeg (any case), each directory's files sorted. InputError for a missing path or

@@ -14,6 +14,7 @@
 #include "engine/io/file_io.h"
 #include "engine/io/json_fields.h"
 #include "engine/io/json_io.h"
+#include "engine/io/json_number.h"
 #include "engine/detector/model_consistency.h"
 #include "engine/io/output_dir.h"
 #include "engine/io/safetensors.h"
@@ -66,8 +67,8 @@ nlohmann::json model_json(const DetectorModel& m, const std::string& flow_sha) {
   for (const auto& r : m.rejected)
     rejected.push_back({{"path", r.path},
                         {"round", r.round},
-                        {"score", std::isfinite(r.score) ? nlohmann::json(r.score) : nlohmann::json(nullptr)},
-                        {"tau", std::isfinite(r.tau) ? nlohmann::json(r.tau) : nlohmann::json(nullptr)},
+                        {"score", json_number(r.score)},
+                        {"tau", json_number(r.tau)},
                         {"weight", r.weight}});
   const BackboneInfo& b = m.backbone;
   return {

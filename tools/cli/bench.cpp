@@ -26,7 +26,8 @@
 #include "engine/training/tap_trainer.h"
 #include "host/contamination.h"
 #include "host/dataset.h"
-#include "host/detector_job.h"
+#include "host/train_job.h"
+#include "host/thread_budget.h"
 #include "host/episode_scheduler.h"
 #include "host/feature_extractor.h"
 #include "host/image.h"
@@ -35,6 +36,7 @@
 #include "host/thread_pool.h"
 #include "tools/bench/random_bank.h"
 #include "tools/cli/cli_checks.h"
+#include "tools/cli/subcommand.h"
 #include "tools/cli/job_common.h"
 
 #ifdef MIRAD_HAVE_CUDA
@@ -384,11 +386,13 @@ int run_bench(const BenchOptions& o) {
 }  // namespace
 
 void add_bench_command(CLI::App& app, int* rc) {
-  auto o = std::make_shared<BenchOptions>();
-  auto* cmd = app.add_subcommand("bench", "Measure decode, backbone, flow and MAML steps, "
-                                          "quantiles and a whole clean job; JSON report");
-  cmd->footer("Examples:\n  mirad bench --out bench_cpu.json\n"
-              "  mirad bench --device cuda --clean-images 1000 --out bench_gpu.json");
+  auto [cmd, o] = add_subcommand_running<BenchOptions>(
+      app, "bench",
+      "Measure decode, backbone, flow and MAML steps, "
+      "quantiles and a whole clean job; JSON report",
+      "Examples:\n  mirad bench --out bench_cpu.json\n"
+      "  mirad bench --device cuda --clean-images 1000 --out bench_gpu.json",
+      rc, run_bench);
   cmd->add_option("--device", o->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   cmd->add_option("--out,-o", o->out, "also write the report here")->check(NonEmpty());
@@ -400,7 +404,6 @@ void add_bench_command(CLI::App& app, int* rc) {
       ->check(FiniteRange(0.0, 600.0))->capture_default_str();
   cmd->add_flag("--quick", o->quick, "skip the largest cases (batch 64, 100M scores, D 256/1024)");
   cmd->add_flag("--json", o->json, "no progress lines on stderr");
-  cmd->callback([o, rc] { *rc = run_bench(*o); });
 }
 
 }  // namespace mirad::cli

@@ -16,6 +16,7 @@
 #include "host/dataset.h"
 #include "host/thread_pool.h"
 #include "tools/cli/cli_checks.h"
+#include "tools/cli/subcommand.h"
 
 namespace mirad::cli {
 
@@ -135,10 +136,11 @@ int run(const Options& o) {
 }  // namespace
 
 void add_contaminate_command(CLI::App& app, int* rc) {
-  auto o = std::make_shared<Options>();
-  auto* cmd = app.add_subcommand(
-      "contaminate", "Add test-split defect images to training (SoftPatch protocol) and write "
-                     "a manifest; the dataset itself is never modified");
+  auto [cmd, o] = add_subcommand_running<Options>(
+      app, "contaminate",
+      "Add test-split defect images to training (SoftPatch protocol) and write "
+      "a manifest; the dataset itself is never modified",
+      "", rc, run);
   cmd->add_option("dataset", o->root, "dataset root (or list file for --layout list)")
       ->required()
       ->check(NonEmpty());
@@ -169,7 +171,6 @@ void add_contaminate_command(CLI::App& app, int* rc) {
       ->excludes(manifest);
   cmd->add_flag("--validate", o->validate, "read every image and mask header first");
   cmd->add_flag("--json", o->json, "machine-readable JSON on stdout");
-  cmd->callback([o, rc] { *rc = run(*o); });
 }
 
 }  // namespace mirad::cli

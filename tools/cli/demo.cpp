@@ -17,13 +17,17 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "engine/io/json_number.h"
 #include "host/contamination.h"
 #include "host/dataset.h"
-#include "host/detector_job.h"
+#include "host/predictor.h"
+#include "host/thread_budget.h"
+#include "host/train_job.h"
 #include "host/evaluation.h"
 #include "tools/synth/synth.h"
 #include "host/thread_pool.h"
 #include "tools/cli/cli_checks.h"
+#include "tools/cli/subcommand.h"
 #include "tools/cli/job_common.h"
 
 namespace mirad::cli {
@@ -42,8 +46,6 @@ struct DemoOptions {
   std::vector<std::string> set;  // key.path=value config overrides, as train's --set
   bool json = false;
 };
-
-nlohmann::json num(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
 
 // A temporary folder removed on exit, unless the user asked to keep the data.
 struct WorkDir {
@@ -125,7 +127,7 @@ int run_demo(const DemoOptions& o) {
   for (const auto& r : rr.rejected) {
     const bool is_bad = bad.count(path_key(tr.bank_images[r.image])) > 0;
     truly += is_bad;
-    rejected.push_back({{"path", tr.bank_images[r.image].string()}, {"score", num(r.score)},
+    rejected.push_back({{"path", tr.bank_images[r.image].string()}, {"score", json_number(r.score)},
                         {"round", r.round}, {"truly_defective", is_bad}});
   }
   // Per round: what was rejected, how much of it truly defective, and each scored image's
@@ -139,9 +141,9 @@ int run_demo(const DemoOptions& o) {
     round_truly.push_back(hit);
     nlohmann::json scores = nlohmann::json::array();
     for (size_t j = 0; j < rec.scored.size(); ++j)
-      scores.push_back({num(rec.scores[j]),
+      scores.push_back({json_number(rec.scores[j]),
                         bad.count(path_key(tr.bank_images[rec.scored[j]])) > 0});
-    rounds.push_back({{"round", rec.round}, {"scored", rec.scored.size()}, {"tau", num(rec.tau)},
+    rounds.push_back({{"round", rec.round}, {"scored", rec.scored.size()}, {"tau", json_number(rec.tau)},
                       {"rejected", rec.rejected.size()}, {"rejected_truly_defective", hit},
                       {"scores", scores}});
   }
@@ -157,10 +159,10 @@ int run_demo(const DemoOptions& o) {
         {"rejected_truly_defective", truly},
         {"stop_reason", rr.stop_reason},
         {"rounds", rounds},
-        {"before", {{"image_auroc", num(eb.all.image_auroc)}, {"pixel_auroc", num(eb.all.pixel_auroc)},
-                    {"aupro", num(eb.all.aupro)}}},
-        {"after", {{"image_auroc", num(ea.all.image_auroc)}, {"pixel_auroc", num(ea.all.pixel_auroc)},
-                   {"aupro", num(ea.all.aupro)}}},
+        {"before", {{"image_auroc", json_number(eb.all.image_auroc)}, {"pixel_auroc", json_number(eb.all.pixel_auroc)},
+                    {"aupro", json_number(eb.all.aupro)}}},
+        {"after", {{"image_auroc", json_number(ea.all.image_auroc)}, {"pixel_auroc", json_number(ea.all.pixel_auroc)},
+                   {"aupro", json_number(ea.all.aupro)}}},
         {"device", o.device},
         {"threads", cores},
         {"seconds", secs}};
@@ -199,12 +201,13 @@ int run_demo(const DemoOptions& o) {
 }  // namespace
 
 void add_demo_command(CLI::App& app, int* rc) {
-  auto o = std::make_shared<DemoOptions>();
-  auto* cmd = app.add_subcommand(
-      "demo", "Generate a small contaminated category, clean it, train, and compare image and "
-              "pixel AUROC before and after refinement");
-  cmd->footer("Examples:\n  mirad demo\n  mirad demo --contamination 0.2 --json\n"
-              "  mirad demo --device cuda --category carpet --keep /tmp/demo_data");
+  auto [cmd, o] = add_subcommand_running<DemoOptions>(
+      app, "demo",
+      "Generate a small contaminated category, clean it, train, and compare image and "
+      "pixel AUROC before and after refinement",
+      "Examples:\n  mirad demo\n  mirad demo --contamination 0.2 --json\n"
+      "  mirad demo --device cuda --category carpet --keep /tmp/demo_data",
+      rc, run_demo);
   cmd->add_option("--device", o->device, "cpu or cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   cmd->add_option("--category", o->category, "synth category (mirad synth --list)")
@@ -225,7 +228,6 @@ void add_demo_command(CLI::App& app, int* rc) {
   cmd->add_option("--set", o->set, "override one config key, as train's --set, e.g. "
                                    "--set refine.max_rounds=3 (repeatable)");
   cmd->add_flag("--json", o->json, "machine-readable JSON on stdout");
-  cmd->callback([o, rc] { *rc = run_demo(*o); });
 }
 
 }  // namespace mirad::cli

@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -17,7 +18,9 @@
 #include "engine/io/json_io.h"
 #include "engine/io/safetensors.h"
 #include "engine/io/sha256.h"
-#include "host/detector_job.h"
+#include "host/features.h"
+#include "host/features_file.h"
+#include "host/input_size.h"
 #include "host/feature_extractor.h"
 #include "tools/cli/cli_checks.h"
 #include "tools/cli/progress.h"
@@ -159,9 +162,10 @@ int run_embed(const EmbedOptions& opt) {
   // Content hashes let a later run refuse this file once an image has changed.
   std::vector<std::string> hashes;
   for (const auto& p : images) hashes.push_back(sha256_file(p));
-  Progress bar("embedding", int64_t(images.size()), !opt.json);
+  JobBar bar(!opt.json);
+  const JobProgress draw = bar.callback();
   Features f = compute_features(images, req, [&](const std::string&, int64_t done, int64_t, double) {
-    bar.update(done);
+    draw("embedding", done, int64_t(images.size()), NAN);
   });
   for (std::size_t a = 0; a < f.tap_names.size(); ++a)
     for (std::size_t b = a + 1; b < f.tap_names.size(); ++b)

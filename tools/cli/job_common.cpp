@@ -1,13 +1,9 @@
-// Shared job options: dataset loading, config assembly, review lists, progress line.
+// Shared job options: dataset loading, config assembly, review lists, output-path checks.
 #include "tools/cli/job_common.h"
 
 #include <unistd.h>
 
-#include <chrono>
-#include <cmath>
-#include <cstdio>
 #include <cstring>
-#include <mutex>
 
 #include "core/error.h"
 #include "engine/io/file_io.h"
@@ -143,6 +139,16 @@ DetectorConfig load_config(const RunOptions& o) {
   return DetectorConfig::from_json(j);
 }
 
+void add_training_options(CLI::App* cmd, DataOptions& data, RunOptions& run, std::string& keep,
+                          std::string& reject) {
+  add_data_options(cmd, data);
+  add_run_options(cmd, run);
+  cmd->add_option("--keep", keep, "list file of images a person confirmed as good: never "
+                                  "rejected")->check(NonEmpty());
+  cmd->add_option("--reject", reject, "list file of images a person confirmed as defective: "
+                                      "excluded from the start")->check(NonEmpty());
+}
+
 std::vector<fs::path> read_path_list(const fs::path& list) {
   const std::string text = read_file_text(list, uint64_t(64) << 20);
   std::vector<fs::path> out;
@@ -166,43 +172,6 @@ std::vector<fs::path> read_path_list(const fs::path& list) {
     if (end == text.size()) break;
   }
   return out;
-}
-
-struct JobBar::State {
-  bool enabled = false, drawn = false;
-  std::string phase;
-  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now(), last{};
-  std::mutex mutex;
-};
-
-JobBar::JobBar(bool enabled) : m_state(std::make_shared<State>()) {
-  m_state->enabled = enabled && isatty(2);
-}
-
-JobBar::~JobBar() {
-  if (m_state->enabled && m_state->drawn) std::fputc('\n', stderr);
-}
-
-JobProgress JobBar::callback() {
-  auto st = m_state;
-  return [st](const std::string& phase, int64_t done, int64_t total, double loss) {
-    if (!st->enabled) return;
-    std::lock_guard<std::mutex> lock(st->mutex);
-    const auto now = std::chrono::steady_clock::now();
-    if (phase == st->phase && done < total && now - st->last < std::chrono::milliseconds(100))
-      return;
-    st->last = now;
-    st->phase = phase;
-    const double secs = std::chrono::duration<double>(now - st->start).count();
-    const int width = 24;
-    const int filled = total > 0 ? int(width * std::min(done, total) / total) : width;
-    std::string note = std::isfinite(loss) ? fmt::format(" loss {:.3f}", loss) : "";
-    std::fprintf(stderr, "\r\033[K%6.1fs %-34.34s [%s%s] %lld/%lld%s", secs, phase.c_str(),
-                 std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
-                 (long long)done, (long long)total, note.c_str());
-    std::fflush(stderr);
-    st->drawn = true;
-  };
 }
 
 void refuse_overlapping_outputs(const std::vector<std::pair<std::string, std::string>>& outputs) {

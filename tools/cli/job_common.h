@@ -1,6 +1,6 @@
 // Options and helpers shared by train, clean, predict and eval: the dataset (layout, optional
 // contamination manifest), the config file with --set overrides, the thread budget, review
-// lists, and the terminal progress line.
+// lists (the terminal progress line is tools/cli/progress.h).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -13,7 +13,8 @@
 #include "engine/io/path_key.h"  // path_key: the key of contaminated_paths
 #include "host/contamination.h"
 #include "host/dataset.h"
-#include "host/detector_job.h"
+#include "host/job_progress.h"
+#include "tools/cli/progress.h"
 
 namespace mirad::cli {
 
@@ -48,21 +49,13 @@ LoadedData load_data(const DataOptions& o);
 // Unknown keys anywhere are errors.
 DetectorConfig load_config(const RunOptions& o);
 
+// train's and clean's options: the data, the run, and a person's review (--keep, --reject).
+void add_training_options(CLI::App* cmd, DataOptions& data, RunOptions& run, std::string& keep,
+                          std::string& reject);
+
 // Paths of a list file: one per line, '#' comments and blank lines skipped, relative paths
 // against the list's folder.
 std::vector<std::filesystem::path> read_path_list(const std::filesystem::path& list);
-
-// A progress callback drawing one terminal line (stderr), silent under --json or off a tty.
-class JobBar {
- public:
-  explicit JobBar(bool enabled);
-  ~JobBar();
-  JobProgress callback();
-
- private:
-  struct State;
-  std::shared_ptr<State> m_state;
-};
 
 // InputError when two of the (option, path) outputs are one path or one lies inside the other:
 // `--checkpoint X --out X` would have the end of the run replace (or delete) the other's files.

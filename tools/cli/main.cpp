@@ -10,6 +10,7 @@
 #include "tools/cli/embed.h"
 #include "tools/cli/predict.h"
 #include "tools/cli/synth.h"
+#include "tools/cli/clean.h"
 #include "tools/cli/train.h"
 
 int main(int argc, char** argv) {

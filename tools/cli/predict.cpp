@@ -10,14 +10,19 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "kernels/vec_math.h"
+#include "engine/io/csv.h"
 #include "engine/io/file_io.h"
 #include "engine/io/json_io.h"
+#include "engine/io/json_number.h"
 #include "engine/io/output_dir.h"
 #include "host/evaluation.h"
 #include "host/feature_extractor.h"
 #include "host/heatmap.h"
 #include "host/image.h"
+#include "host/predictor.h"
+#include "host/thread_budget.h"
 #include "tools/cli/cli_checks.h"
+#include "tools/cli/subcommand.h"
 #include "tools/cli/job_common.h"
 
 namespace mirad::cli {
@@ -25,8 +30,6 @@ namespace mirad::cli {
 namespace fs = std::filesystem;
 
 namespace {
-
-nlohmann::json num(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
 
 struct PredictOptions {
   std::string model, out, device, backbone;
@@ -41,13 +44,6 @@ struct EvalOptions {
   int threads = 0;
   bool strict = false, json = false;
 };
-
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
-  std::string q = "\"";
-  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return q + "\"";
-}
 
 // predict --out: predictions.json (its marker), predictions.csv and maps/*.png.
 OutputKind predict_output_kind() {
@@ -106,7 +102,7 @@ int run_predict(const PredictOptions& o) {
   std::error_code ec;
   for (size_t i = 0; i < preds.size(); ++i) {
     const Prediction& p = preds[i];
-    nlohmann::json e = {{"path", p.path.string()}, {"score", num(p.score)},
+    nlohmann::json e = {{"path", p.path.string()}, {"score", json_number(p.score)},
                         {"anomalous", p.anomalous}};
     if (!p.error.empty()) e["error"] = json_text(p.error), ++failed;
     else if (p.anomalous) ++anomalous;
@@ -203,7 +199,7 @@ int run_eval(const EvalOptions& o) {
     scores.push_back({{"path", r.items[i].path.string()},
                       {"label", label_name(r.items[i].label)},
                       {"defect_type", r.items[i].defect_type},
-                      {"score", num(r.predictions[i].score)}});
+                      {"score", json_number(r.predictions[i].score)}});
   nlohmann::json doc = {{"command", "eval"},
                         {"model", o.model},
                         {"data", o.data.data},
@@ -280,54 +276,56 @@ int run_model_info(const std::string& dir, bool json) {
   return 0;
 }
 
+// --device, --backbone, --threads: where and how predict and eval run a saved model.
+void add_model_run_options(CLI::App* cmd, std::string& device, std::string& backbone,
+                           int& threads) {
+  cmd->add_option("--device", device, "cpu or cuda (default: the model's)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--backbone", backbone, "backbone folder/name (must have the model's "
+                                          "weights sha256)");
+  cmd->add_option("--threads", threads, kThreadsHelp)->check(ThreadCount());
+}
+
 }  // namespace
 
 void add_predict_command(CLI::App& app, int* rc) {
-  auto o = std::make_shared<PredictOptions>();
-  auto* cmd = app.add_subcommand("predict", "Score new images with a trained detector: scores, "
-                                            "pass/fail decisions and heatmap overlays");
-  cmd->footer("Examples:\n"
-              "  mirad predict --model bottle.model new/*.png\n"
-              "  mirad predict --model bottle.model new/ --out results/ --json");
+  auto [cmd, o] = add_subcommand_running<PredictOptions>(
+      app, "predict",
+      "Score new images with a trained detector: scores, "
+      "pass/fail decisions and heatmap overlays",
+      "Examples:\n"
+      "  mirad predict --model bottle.model new/*.png\n"
+      "  mirad predict --model bottle.model new/ --out results/ --json",
+      rc, run_predict);
   cmd->add_option("--model,-m", o->model, "model folder")->required()->check(NonEmpty());
   cmd->add_option("images", o->images, "image files or folders")->required();
   cmd->add_option("--out,-o", o->out, "folder for predictions.csv/json and maps/ overlays")
       ->check(NonEmpty());
-  cmd->add_option("--device", o->device, "cpu or cuda (default: the model's)")
-      ->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd->add_option("--backbone", o->backbone, "backbone folder/name (must have the model's "
-                                             "weights sha256)");
-  cmd->add_option("--threads", o->threads, kThreadsHelp)
-      ->check(ThreadCount());
+  add_model_run_options(cmd, o->device, o->backbone, o->threads);
   cmd->add_flag("--no-maps", o->no_maps, "skip the heatmap overlays");
   cmd->add_flag("--strict", o->strict, "an undecodable image stops the run");
   cmd->add_flag("--json", o->json, "machine-readable JSON on stdout");
-  cmd->callback([o, rc] { *rc = run_predict(*o); });
 }
 
 void add_eval_command(CLI::App& app, int* rc) {
-  auto o = std::make_shared<EvalOptions>();
-  auto* cmd = app.add_subcommand("eval", "Evaluate a detector on a dataset's test split: image "
-                                         "and pixel AUROC, AUPRO, F1, FPR at the threshold");
-  cmd->footer("Examples:\n"
-              "  mirad eval --model bottle.model --data /data/mvtec/bottle\n"
-              "  mirad eval --model m --data ds --contamination ds_r40.json --subset common.txt "
-              "--json");
+  auto [cmd, o] = add_subcommand_running<EvalOptions>(
+      app, "eval",
+      "Evaluate a detector on a dataset's test split: image "
+      "and pixel AUROC, AUPRO, F1, FPR at the threshold",
+      "Examples:\n"
+      "  mirad eval --model bottle.model --data /data/mvtec/bottle\n"
+      "  mirad eval --model m --data ds --contamination ds_r40.json --subset common.txt "
+      "--json",
+      rc, run_eval);
   cmd->add_option("--model,-m", o->model, "model folder")->required()->check(NonEmpty());
   add_data_options(cmd, o->data);
   cmd->add_option("--subset", o->subset, "list file of test images reported separately (the "
                                          "common subset)")->check(NonEmpty());
   cmd->add_option("--out,-o", o->out, "also write the JSON report to this file")
       ->check(NonEmpty());
-  cmd->add_option("--device", o->device, "cpu or cuda (default: the model's)")
-      ->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd->add_option("--backbone", o->backbone, "backbone folder/name (must have the model's "
-                                             "weights sha256)");
-  cmd->add_option("--threads", o->threads, kThreadsHelp)
-      ->check(ThreadCount());
+  add_model_run_options(cmd, o->device, o->backbone, o->threads);
   cmd->add_flag("--strict", o->strict, "an undecodable image stops the run");
   cmd->add_flag("--json", o->json, "machine-readable JSON on stdout");
-  cmd->callback([o, rc] { *rc = run_eval(*o); });
 }
 
 void add_info_command(CLI::App& app, int* rc) {

@@ -1,41 +1,23 @@
-// A one-line terminal progress bar on stderr; silent when stderr is not a terminal or --json.
+// The terminal progress line of every subcommand: one line on stderr, redrawn at most every
+// 100 ms within a phase; silent when stderr is not a terminal or under --json.
 #pragma once
 
-#include <unistd.h>
+#include <memory>
 
-#include <chrono>
-#include <cstdio>
-#include <string>
+#include "host/job_progress.h"
 
 namespace mirad::cli {
 
-class Progress {
+class JobBar {
  public:
-  Progress(std::string label, int64_t total, bool enabled)
-      : m_label(std::move(label)), m_total(total), m_enabled(enabled && isatty(2)),
-        m_start(std::chrono::steady_clock::now()) {}
-  ~Progress() {
-    if (m_enabled && m_drawn) std::fputc('\n', stderr);
-  }
-  void update(int64_t done, const std::string& note = {}) {
-    if (!m_enabled) return;
-    auto now = std::chrono::steady_clock::now();
-    if (done < m_total && now - m_last < std::chrono::milliseconds(100)) return;
-    m_last = now;
-    const double secs = std::chrono::duration<double>(now - m_start).count();
-    const int width = 30, filled = m_total ? int(width * done / m_total) : width;
-    std::fprintf(stderr, "\r%-18s [%s%s] %lld/%lld %5.1fs %s", m_label.c_str(),
-                 std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
-                 (long long)done, (long long)m_total, secs, note.c_str());
-    std::fflush(stderr);
-    m_drawn = true;
-  }
+  explicit JobBar(bool enabled);
+  ~JobBar();
+  // A job's progress callback that draws the line ("phase [####....] done/total loss").
+  JobProgress callback();
 
  private:
-  std::string m_label;
-  int64_t m_total;
-  bool m_enabled, m_drawn = false;
-  std::chrono::steady_clock::time_point m_start, m_last{};
+  struct State;
+  std::shared_ptr<State> m_state;
 };
 
 }  // namespace mirad::cli

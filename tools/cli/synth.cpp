@@ -3,6 +3,7 @@
 #include "tools/cli/synth.h"
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -106,9 +107,10 @@ int run_synth(const SynthCliOptions& opt) {
   ThreadPool pool(opt.threads);
   synth::SynthSummary summary;
   {
-    Progress bar("synth", total, !opt.json);
+    JobBar bar(!opt.json);
+    const JobProgress draw = bar.callback();
     summary = synth::generate(so, pool, [&](int64_t done, int64_t, const std::string& category) {
-      bar.update(done, category);
+      draw("synth " + category, done, total, NAN);
     });
   }
   for (const auto& w : summary.warnings) std::fprintf(stderr, "mirad: warning: %s\n", w.c_str());

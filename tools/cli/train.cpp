@@ -1,22 +1,17 @@
-// `mirad train` (a detector model) and `mirad clean` (which training images are suspect, with
-// evidence, plus the detector trained without them). Neither modifies the dataset.
+// `mirad train`: a detector model from a (contaminated) training set; the dataset is never
+// modified.
 #include "tools/cli/train.h"
 
-#include <unistd.h>
-
-#include <cmath>
 #include <cstdio>
 #include <memory>
 #include <optional>
-#include <set>
 
 #include "core/error.h"
 #include "engine/io/file_io.h"
 #include "engine/io/json_io.h"
 #include "engine/io/output_dir.h"
-#include "host/heatmap.h"
-#include "host/image.h"
 #include "tools/cli/cli_checks.h"
+#include "tools/cli/subcommand.h"
 #include "tools/cli/training_run.h"
 
 namespace mirad::cli {
@@ -30,22 +25,6 @@ struct TrainOptions {
   RunOptions run;
   std::string out, keep, reject;
 };
-
-struct CleanOptions {
-  DataOptions data;
-  RunOptions run;
-  std::string out, keep, reject, export_dir;
-  bool hardlink = false, no_heatmaps = false;
-};
-
-nlohmann::json num(double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
-
-void add_review_options(CLI::App* cmd, std::string& keep, std::string& reject) {
-  cmd->add_option("--keep", keep, "list file of images a person confirmed as good: never "
-                                  "rejected")->check(NonEmpty());
-  cmd->add_option("--reject", reject, "list file of images a person confirmed as defective: "
-                                      "excluded from the start")->check(NonEmpty());
-}
 
 int run_train(const TrainOptions& o) {
   refuse_overlapping_outputs({{"--out", o.out}, {"--checkpoint", o.run.checkpoint}});
@@ -69,10 +48,10 @@ int run_train(const TrainOptions& o) {
                         {"retained", rr.retained.size()},
                         {"rejected", rr.rejected.size()},
                         {"stop_reason", rr.stop_reason},
-                        {"rounds", rounds_json(run)},
+                        {"rounds", to_json(summarize_rounds(rr.rounds))},
                         {"resumed_from_round", run.result.resumed_from_round},
                         {"threshold", run.result.model.threshold},
-                        {"cleaning", cleaning_json(run)},
+                        {"cleaning", to_json(cleaning_figures(run))},
                         {"seconds", run.seconds},
                         {"feature_seconds", run.result.feature_seconds},
                         {"refine_seconds", run.result.refine_seconds}};
@@ -88,226 +67,19 @@ int run_train(const TrainOptions& o) {
   return 0;
 }
 
-// rejected.csv: path,score,round,threshold (RFC 4180 quoting).
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
-  std::string q = "\"";
-  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return q + "\"";
-}
-
-// clean --out: clean.json (its marker), rejected.csv, heatmaps/*.png and the model/ folder.
-OutputKind clean_output_kind() {
-  const OutputKind model = model_output_kind();
-  auto is_ours = [](const fs::path& dir) {
-    try {
-      const auto j = read_json_file(dir / "clean.json", uint64_t(256) << 20);
-      return j.is_object() && j.value("format", "") == "mirad-clean";
-    } catch (const std::exception&) {
-      return false;
-    }
-  };
-  auto owns = [model](const fs::path& rel, bool is_dir) {
-    const fs::path top = *rel.begin();
-    if (rel == top) return top == "heatmaps" || top == "model" ? is_dir
-                           : !is_dir && (top == "clean.json" || top == "rejected.csv");
-    if (top == "heatmaps") return !is_dir && rel.parent_path() == top && rel.extension() == ".png";
-    return top == "model" && model.owns(rel.lexically_relative(top), is_dir);
-  };
-  return {"a mirad clean output (clean.json)", is_ours, owns};
-}
-
-// --export: the kept images and nothing else, so it goes into a new or empty folder only (a
-// rerun cannot tell its earlier export from a person's files there).
-OutputKind export_kind() {
-  return {"a new or empty folder (--export writes exactly the kept images)",
-          [](const fs::path&) { return false; }, [](const fs::path&, bool) { return false; }};
-}
-
-int run_clean(const CleanOptions& o) {
-  const fs::path out(o.out);
-  refuse_overlapping_outputs(
-      {{"--out", o.out}, {"--export", o.export_dir}, {"--checkpoint", o.run.checkpoint}});
-  check_replaceable(out, clean_output_kind(), "--out");
-  if (!o.export_dir.empty()) check_replaceable(o.export_dir, export_kind(), "--export");
-  // They go into clean.json: a name JSON cannot hold must fail now, not after the work.
-  require_utf8_path(o.data.data, "--data");
-  require_utf8_path(o.export_dir, "--export");
-  std::vector<fs::path> outputs{out};
-  if (!o.export_dir.empty()) outputs.push_back(o.export_dir);
-  // run_training refuses outputs inside the inputs before any work; only then are the staged
-  // folders made (each beside its target, swapped in complete at the end: a signal or a kill
-  // never leaves a half output, and a rerun leaves no file of the earlier run behind).
-  std::optional<StagedDir> staged, staged_export;
-  TrainingRequest req{o.data, o.run, o.keep, o.reject, false, outputs};
-  req.prepare_outputs = [&] {
-    create_parent_folders(out, "--out");
-    staged.emplace(out, clean_output_kind(), "--out");
-    if (!o.export_dir.empty()) {
-      create_parent_folders(o.export_dir, "--export");
-      staged_export.emplace(o.export_dir, export_kind(), "--export");
-    }
-  };
-  const TrainingRun run = run_training(req);
-  const fs::path work = staged->path();
-  std::error_code ec;
-  const auto& rr = run.result.refinement;
-  const auto& imgs = run.result.bank_images;
-  fs::create_directory(work / "model", ec);
-  CHECK_INPUT(!ec, "--out {}: cannot create model/ ({})", printable(o.out), ec.message());
-  write_detector_files(work / "model", run.result.model);
-
-  // Evidence: each rejected image's anomaly map under the detector trained without it.
-  std::vector<std::string> heatmap_of(imgs.size());
-  if (!o.no_heatmaps && !rr.rejected.empty()) {
-    fs::create_directories(work / "heatmaps", ec);
-    CHECK_INPUT(!ec, "--out {}: cannot create heatmaps/ ({})", printable(o.out), ec.message());
-    Predictor pred(run.result.model, parse_device(run.config.device), o.run.threads);
-    std::vector<fs::path> paths;
-    for (const auto& r : rr.rejected) paths.push_back(imgs[r.image]);
-    JobBar bar(!o.run.json);
-    const auto preds = pred.predict(paths, true, false, bar.callback());
-    for (size_t i = 0; i < preds.size(); ++i) {
-      if (!preds[i].error.empty() || preds[i].map.empty()) continue;
-      Image img = decode_image(preds[i].path);
-      Image over = heatmap_overlay(img, preds[i].map.data(), preds[i].height, preds[i].width,
-                                   run.result.model.stats.map_lo, run.result.model.stats.map_hi);
-      const std::string name = fmt::format("{:04d}_{}.png", i, preds[i].path.stem().string());
-      encode_png(work / "heatmaps" / name, over, false);
-      heatmap_of[rr.rejected[i].image] = (fs::path("heatmaps") / name).string();
-    }
-  }
-  const std::set<std::string> bad(run.contaminated.begin(), run.contaminated.end());
-  std::string csv = "path,score,round,threshold\n";
-  nlohmann::json rejected = nlohmann::json::array();
-  for (const auto& r : rr.rejected) {
-    const std::string p = imgs[r.image].string();
-    csv += fmt::format("{},{},{},{}\n", csv_field(p), std::isfinite(r.score) ? fmt::format("{:.6g}", r.score) : "inf",
-                       r.round, std::isfinite(r.tau) ? fmt::format("{:.6g}", r.tau) : "");
-    nlohmann::json e = {{"path", p},
-                        {"score", num(r.score)},
-                        {"round", r.round},
-                        {"tau", num(r.tau)},
-                        {"reason", r.round == 0 ? "review" : std::isfinite(r.score) ? "score above tau" : "non-finite score"}};
-    if (run.config.refine.soft) e["weight"] = r.weight;
-    if (!heatmap_of[r.image].empty()) e["heatmap"] = heatmap_of[r.image];
-    if (!bad.empty() || cleaning_json(run).is_object()) e["truly_defective"] = bad.count(path_key(imgs[r.image])) > 0;
-    rejected.push_back(e);
-  }
-  nlohmann::json skipped = nlohmann::json::array();
-  for (const auto& s : run.result.skipped)
-    skipped.push_back({{"path", run.data.dataset.train[s.index].path.string()}, {"error", s.message}});
-  nlohmann::json doc = {{"format", "mirad-clean"},
-                        {"version", 1},
-                        {"data", o.data.data},
-                        {"layout", run.data.dataset.layout},
-                        {"images", imgs.size()},
-                        {"retained", rr.retained.size()},
-                        {"rejected", rejected},
-                        {"skipped", skipped},
-                        {"nonfinite_loss_images", run.result.model.training["nonfinite_loss_images"]},
-                        {"stop_reason", rr.stop_reason},
-                        {"min_keep_reached", rr.stop_reason == "min_keep"},
-                        {"rounds", rounds_json(run)},
-                        {"cleaning", cleaning_json(run)},
-                        {"config", run.config.to_json()},
-                        {"model", "model"},
-                        {"seconds", run.seconds},
-                        {"feature_seconds", run.result.feature_seconds},
-                        {"refine_seconds", run.result.refine_seconds}};
-  // Kept images as copies (hardlinks only on request: they share the source's inode, so
-  // editing one edits the dataset).
-  if (!o.export_dir.empty()) {
-    const fs::path dst = staged_export->path();
-    if (o.hardlink)
-      std::fprintf(stderr, "mirad: warning: --hardlink: exported files share their inode with "
-                           "the dataset; editing one edits the other\n");
-    const fs::path root = run.data.dataset.root;
-    for (int64_t b : rr.retained) {
-      const fs::path src = imgs[b];
-      fs::path rel = src.lexically_relative(root);
-      if (rel.empty() || rel.native().starts_with("..")) rel = src.filename();
-      const fs::path target = dst / rel;
-      fs::create_directories(target.parent_path(), ec);
-      CHECK_INPUT(!ec, "--export: cannot create the folder {} ({})",
-                  printable(target.parent_path().string()), ec.message());
-      check_output_file(target);
-      if (o.hardlink) {
-        fs::create_hard_link(src, target, ec);
-        CHECK_INPUT(!ec, "--export: cannot hardlink {}: {}", printable(target.string()), ec.message());
-      } else {
-        write_file_atomic(target, read_file_bytes(src), false);
-      }
-    }
-    doc["exported"] = {{"folder", o.export_dir}, {"images", rr.retained.size()},
-                       {"hardlinks", o.hardlink}};
-  }
-  write_file_atomic(work / "rejected.csv", csv);
-  write_file_atomic(work / "clean.json", doc.dump(1) + "\n");
-  // The export first: clean.json in place is what says the run finished.
-  if (staged_export) staged_export->commit();
-  staged->commit();
-  if (!o.run.checkpoint.empty()) remove_refine_checkpoint(o.run.checkpoint);
-  if (o.run.json) {
-    std::printf("%s\n", doc.dump(2).c_str());
-    return 0;
-  }
-  print_rounds(run);
-  print_skipped(run);
-  for (const auto& r : rr.rejected)
-    std::printf("rejected: %s (score %.3f, round %d)%s\n",
-                printable(imgs[r.image].string()).c_str(), r.score, r.round,
-                bad.count(path_key(imgs[r.image])) ? " [defective]" : "");
-  const auto c = cleaning_json(run);
-  if (c.is_object())
-    std::printf("cleaning: %lld contaminated, %lld rejected: precision %.3f, recall %.3f, F1 "
-                "%.3f\n", c["contaminated"].get<long long>(), c["rejected"].get<long long>(),
-                c["precision"].get<double>(), c["recall"].get<double>(), c["f1"].get<double>());
-  std::printf("kept %zu of %zu images in %.1f s -> %s (clean.json, rejected.csv, heatmaps/, "
-              "model/)\n", rr.retained.size(), imgs.size(), run.seconds, o.out.c_str());
-  return 0;
-}
-
 }  // namespace
 
 void add_train_command(CLI::App& app, int* rc) {
-  auto o = std::make_shared<TrainOptions>();
-  auto* cmd = app.add_subcommand(
-      "train", "Train a detector on a (contaminated) training set with iterative refinement");
-  cmd->footer(
+  auto [cmd, o] = add_subcommand_running<TrainOptions>(
+      app, "train", "Train a detector on a (contaminated) training set with iterative refinement",
       "Examples:\n"
       "  mirad train --data /data/mvtec/bottle --out bottle.model\n"
       "  mirad train --data ds --contamination ds_r10.json --set refine.rule=mad --out m\n"
-      "  mirad train --data ds --features ds.safetensors --config cfg.json --out m --json");
-  add_data_options(cmd, o->data);
-  add_run_options(cmd, o->run);
-  add_review_options(cmd, o->keep, o->reject);
+      "  mirad train --data ds --features ds.safetensors --config cfg.json --out m --json",
+      rc, run_train);
+  add_training_options(cmd, o->data, o->run, o->keep, o->reject);
   cmd->add_option("--out,-o", o->out, "model folder to write (replaced atomically if it is a "
                                       "mirad model)")->required()->check(NonEmpty());
-  cmd->callback([o, rc] { *rc = run_train(*o); });
-}
-
-void add_clean_command(CLI::App& app, int* rc) {
-  auto o = std::make_shared<CleanOptions>();
-  auto* cmd = app.add_subcommand(
-      "clean", "Find the defective images hidden in a training set: clean.json, rejected.csv "
-               "with heatmap evidence, and the detector trained without them");
-  cmd->footer(
-      "Examples:\n"
-      "  mirad clean --data photos/ --out cleaned/\n"
-      "  mirad clean --data ds --layout mvtec --export kept/ --out cleaned/\n"
-      "  mirad clean --data ds --keep reviewed_ok.txt --reject reviewed_bad.txt --out run2/");
-  add_data_options(cmd, o->data);
-  add_run_options(cmd, o->run);
-  add_review_options(cmd, o->keep, o->reject);
-  cmd->add_option("--out,-o", o->out, "output folder (created; never inside the dataset)")
-      ->required()->check(NonEmpty());
-  cmd->add_option("--export", o->export_dir, "also copy the kept images into this folder")
-      ->check(NonEmpty());
-  cmd->add_flag("--hardlink", o->hardlink, "--export as hardlinks (shares the inode with the "
-                                           "dataset)");
-  cmd->add_flag("--no-heatmaps", o->no_heatmaps, "skip the evidence heatmaps");
-  cmd->callback([o, rc] { *rc = run_clean(*o); });
 }
 
 }  // namespace mirad::cli

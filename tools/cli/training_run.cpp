@@ -9,8 +9,9 @@
 
 #include "core/error.h"
 #include "engine/io/file_io.h"
-#include "engine/io/json_io.h"
 #include "engine/detector/metrics.h"
+#include "engine/io/json_io.h"
+#include "host/thread_budget.h"
 
 namespace mirad::cli {
 
@@ -85,11 +86,11 @@ TrainingRun run_training(const TrainingRequest& req) {
   return run;
 }
 
-nlohmann::json cleaning_json(const TrainingRun& run) {
+std::optional<CleaningFigures> cleaning_figures(const TrainingRun& run) {
   const auto& d = run.data.dataset;
   // Labels exist for benchmark layouts (MVTec/KSDD2/folder with a manifest); a plain image
   // folder is nominally all good and carries no ground truth.
-  if (d.layout == "images" || d.layout == "list") return nullptr;
+  if (d.layout == "images" || d.layout == "list") return std::nullopt;
   const std::set<std::string> bad(run.contaminated.begin(), run.contaminated.end());
   const auto& imgs = run.result.bank_images;
   std::vector<int64_t> rejected, contaminated;
@@ -98,20 +99,8 @@ nlohmann::json cleaning_json(const TrainingRun& run) {
   std::set<int64_t> seen;
   for (const auto& r : run.result.refinement.rejected)
     if (seen.insert(r.image).second) rejected.push_back(r.image);
-  const auto c = metrics::cleaning(rejected, contaminated, int64_t(imgs.size()));
-  return {{"contaminated", contaminated.size()},
-          {"rejected", rejected.size()},
-          {"true_rejections", c.tp},
-          {"false_rejections", c.fp},
-          {"missed", c.fn},
-          {"precision", c.precision},
-          {"recall", c.recall},
-          {"f1", c.f1},
-          {"false_rejection_rate", c.false_rejection_rate}};
-}
-
-nlohmann::json rounds_json(const TrainingRun& run) {
-  return run.result.model.training.value("rounds", nlohmann::json::array());
+  return CleaningFigures{int64_t(contaminated.size()), int64_t(rejected.size()),
+                         metrics::cleaning(rejected, contaminated, int64_t(imgs.size()))};
 }
 
 void print_skipped(const TrainingRun& run) {

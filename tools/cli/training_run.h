@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
+#include "engine/detector/clean_result.h"
+#include "host/train_job.h"
 #include "tools/cli/job_common.h"
 
 namespace mirad::cli {
@@ -36,8 +36,7 @@ struct TrainingRequest {
 TrainingRun run_training(const TrainingRequest& req);
 
 // Cleaning figures against the labels (nullopt when the data carry none, e.g. plain images).
-nlohmann::json cleaning_json(const TrainingRun& run);
-nlohmann::json rounds_json(const TrainingRun& run);
+std::optional<CleaningFigures> cleaning_figures(const TrainingRun& run);
 void print_rounds(const TrainingRun& run);
 // "skipped (cannot decode): <path>: <reason>", one line per training image left out.
 void print_skipped(const TrainingRun& run);
